@@ -1,0 +1,45 @@
+# Everything sets up .venv on first use: a fresh machine needs only Python 3.10+.
+PY      ?= python3
+VENV    := .venv
+PYTHON  := $(VENV)/bin/python
+STAMP   := $(VENV)/.installed
+export OMP_NUM_THREADS ?= 2
+export TOKENIZERS_PARALLELISM = false
+export HF_HUB_OFFLINE ?= 1
+
+.PHONY: setup demo test test-slow test-all bench bench-gpu check-scorers clean
+
+$(STAMP): pyproject.toml
+	test -d $(VENV) || $(PY) -m venv $(VENV)
+	$(PYTHON) -m pip install -q --upgrade pip
+	# torch first and pinned: the CPU wheel here; an unpinned torch would pull GBs of CUDA packages
+	$(PYTHON) -c "import torch" 2>/dev/null || $(PYTHON) -m pip install -q torch==2.13.0
+	$(PYTHON) -m pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: setup  ## ViPO on the toy world (redness reward), ~5-10 minutes on 2 cores
+	$(PYTHON) train.py
+
+test: setup  ## the default test run (slow tests excluded)
+	$(PYTHON) -m pytest
+
+test-slow: setup  ## only the slow tests (pretraining, PostgreSQL, long runs)
+	$(PYTHON) -m pytest -m slow
+
+test-all: setup
+	$(PYTHON) -m pytest -m "slow or not slow"
+
+bench: setup  ## speed targets, reported as ratios measured in one run
+	$(PYTHON) bench/bench_psm.py
+	$(PYTHON) bench/bench_train.py
+
+bench-gpu: setup
+	$(PYTHON) bench/bench_gpu.py
+
+check-scorers: setup
+	$(PYTHON) bench/check_scorers.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis

@@ -1,0 +1,65 @@
+"""Command line of ``train.py``: Hydra-style overrides in, a run folder out.
+
+    python train.py                                   # ViPO on the toy world, redness reward
+    python train.py experiment=toy_redness_grpo train.iterations=30
+    python train.py resume=results/runs/<run_id>      # continue from the last checkpoint
+    python train.py --cfg                             # print the composed config and exit
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from vipo.config import ConfigError, load, validate
+
+
+def load_for_resume(run_dir: str, overrides: Sequence[str]):
+    from omegaconf import OmegaConf
+
+    path = Path(run_dir) / "config.yaml"
+    if not path.exists():
+        raise ConfigError(f"config error: resume={run_dir}: no config.yaml there (is it a run folder?)")
+    conf = OmegaConf.load(path)
+    extra = [o for o in overrides if not o.startswith("resume=")]
+    if extra:
+        conf = OmegaConf.merge(conf, OmegaConf.from_dotlist([o.lstrip("+") for o in extra]))
+    raw = OmegaConf.to_container(conf, resolve=True)
+    raw["resume"] = str(run_dir)
+    return validate(raw), raw
+
+
+def parse(argv: Sequence[str]):
+    resume = [a.split("=", 1)[1] for a in argv if a.startswith("resume=")]
+    if resume and resume[0] not in ("", "null"):
+        return load_for_resume(resume[0], argv)
+    return load(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    show = "--cfg" in argv
+    argv = [a for a in argv if a != "--cfg"]
+    if "-h" in argv or "--help" in argv:
+        print(__doc__)
+        return 0
+    try:
+        cfg, raw = parse(argv)
+    except ConfigError as e:
+        print(str(e), file=sys.stderr)
+        return 2
+    if show:
+        from omegaconf import OmegaConf
+
+        print(OmegaConf.to_yaml(raw))
+        return 0
+    from vipo.train import run
+    from vipo.update import NonFiniteError
+
+    try:
+        run(cfg, raw)
+    except (NonFiniteError, FileExistsError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,301 @@
+"""Config schemas and validation.
+
+Hydra composes YAML files from ``experiments/`` (see ``compose``); ``validate`` then turns the plain dict
+into typed dataclasses. An unknown key or a value of the wrong type stops the run with one message that
+names the key (``ConfigError``). Sections whose fields depend on a registered component (``generator``,
+``reward``, ``backbone``) hold ``name`` plus keyword arguments that are checked against the component's
+constructor signature.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import inspect
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+from vipo.psm import PSMConfig
+from vipo.registry import Registry
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "experiments"
+
+
+class ConfigError(ValueError):
+    """A bad config key or value; the message names it."""
+
+
+@dataclass
+class SDEConfig:
+    kind: str = "flow_grpo"  # SDE step form: flow_grpo | dance_grpo | cps
+    noise_level: float = 0.7  # Flow-GRPO noise level a, DanceGRPO eta, or CPS level (0 = ODE)
+    num_steps: int = 10  # sampling steps T during rollouts
+    logprob_reduction: str = "position"  # position: sum over channels per latent position; sample: mean over all
+    same_noise_in_group: bool = False  # share the initial noise among the G samples of a prompt
+
+
+@dataclass
+class AdvantageConfig:
+    mode: str = "map_x_advantage"  # scalar (GRPO) | map_x_advantage (ViPO) | map_x_reward | ones
+    std_mode: str = "local"  # local: per-group std; global: batch std
+    eps: float = 1e-6  # added to the std
+    clamp: Optional[float] = 5.0  # advantages clamped to [-clamp, clamp]; null = off
+
+
+@dataclass
+class MapConfig(PSMConfig):
+    source: str = "backbone"  # where maps come from: backbone (PSM) | ones | random
+
+
+@dataclass
+class TrainConfig:
+    iterations: int = 60  # GRPO iterations (rollout + update)
+    prompts_per_iter: int = 4  # distinct prompts per iteration
+    group_size: int = 8  # samples per prompt (G)
+    prompts: str = "toy"  # prompt set: a registered name or a text file with one prompt per line
+    lr: float = 1e-4  # AdamW learning rate
+    weight_decay: float = 0.0  # AdamW weight decay
+    betas: tuple = (0.9, 0.999)  # AdamW betas
+    lr_schedule: str = "constant"  # constant | linear | cosine (after warm-up)
+    warmup_iters: int = 0  # linear warm-up length in iterations
+    clip_range: float = 0.05  # PPO clip epsilon on the ratio
+    timestep_fraction: float = 0.5  # fraction of the T steps trained each iteration
+    timestep_selection: str = "random"  # random: random subset, random order (DanceGRPO); first: first k (Flow-GRPO)
+    micro_batch: int = 8  # samples per forward/backward
+    optimizer_steps_per_iter: int = 2  # the samples x timesteps work is split into this many optimizer steps
+    inner_epochs: int = 1  # passes over the rollout per iteration
+    max_grad_norm: Optional[float] = 1.0  # gradient-norm clip; null = off
+    kl_coef: float = 0.0  # weight of the KL term to the frozen reference policy
+    ema_decay: float = 0.0  # EMA of trained weights used for evaluation; 0 = off
+    seed: int = 0  # everything random derives from (seed, iteration)
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    threads: int = 0  # torch CPU threads; 0 = leave as is
+    checkpoint_every: int = 10  # iterations between checkpoints (and the last one)
+    keep_checkpoints: bool = False  # keep every checkpoint instead of only the last
+    log_every: int = 1  # iterations between progress lines
+
+
+@dataclass
+class EvalConfig:
+    every: int = 10  # iterations between evaluations (0 = only at the end)
+    num_samples: int = 64  # ODE samples per evaluation
+    num_steps: int = 20  # ODE steps for evaluation
+    seed: int = 1234  # fixed noise for evaluation samples
+    metrics: list = field(default_factory=lambda: ["reward"])  # registered evaluators, e.g. [reward, toy]
+    grid_samples: int = 16  # images in the saved sample / map grids (0 = none)
+
+
+@dataclass
+class LoggerConfig:
+    name: str = "none"  # none | wandb
+    project: str = "vipo"  # wandb project
+    mode: str = "offline"  # wandb mode: offline | online | disabled
+
+
+@dataclass
+class Component:
+    name: str  # registered name
+    kwargs: dict  # constructor keyword arguments
+
+
+@dataclass
+class Config:
+    generator: Component
+    reward: Component
+    backbone: Component
+    sde: SDEConfig
+    advantage: AdvantageConfig
+    psm: MapConfig
+    train: TrainConfig
+    eval: EvalConfig
+    logger: LoggerConfig
+    experiment: str = "custom"  # experiment name (recorded in summary.json)
+    run_id: Optional[str] = None  # run folder name; default <experiment>-<timestamp>
+    results_root: str = "results/runs"  # where run folders go
+    resume: Optional[str] = None  # a run folder to continue from its last checkpoint
+    tags: dict = field(default_factory=dict)  # free-form identifying fields (sweep cell, ablation, ...)
+
+
+_SECTIONS = {
+    "sde": SDEConfig,
+    "advantage": AdvantageConfig,
+    "psm": MapConfig,
+    "train": TrainConfig,
+    "eval": EvalConfig,
+    "logger": LoggerConfig,
+}
+
+
+def _suggest(key: str, known: Sequence[str]) -> str:
+    close = difflib.get_close_matches(key, list(known), n=1)
+    return f"; did you mean {close[0]!r}?" if close else f"; known keys: {', '.join(sorted(known))}"
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    if origin is typing.Union:  # Optional[X]
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        return _coerce(value, args[0], where)
+    if tp is Any:
+        return value
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"config error: {where} must be true/false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"config error: {where} must be an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"config error: {where} must be a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"config error: {where} must be a string, got {value!r}")
+    if tp in (list, tuple):
+        if isinstance(value, (list, tuple)):
+            return tp(value)
+        raise ConfigError(f"config error: {where} must be a list, got {value!r}")
+    if tp is dict:
+        if isinstance(value, dict):
+            return dict(value)
+        raise ConfigError(f"config error: {where} must be a mapping, got {value!r}")
+    return value
+
+
+def _section(cls: type, raw: Any, where: str) -> Any:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config error: {where} must be a mapping, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in raw.items():
+        if key not in fields:
+            raise ConfigError(f"config error: unknown key '{where}.{key}'{_suggest(key, fields)}")
+        kwargs[key] = _coerce(value, hints[key], f"{where}.{key}")
+    try:
+        return cls(**kwargs)
+    except (ValueError, TypeError, KeyError) as e:
+        raise ConfigError(f"config error in '{where}': {e}") from None
+
+
+def _component(registry: Registry, raw: Any, where: str) -> Component:
+    if not isinstance(raw, dict) or "name" not in raw:
+        raise ConfigError(f"config error: {where} needs a 'name' (one of: {', '.join(registry.names())})")
+    raw = dict(raw)
+    name = raw.pop("name")
+    if name not in registry:
+        raise ConfigError(f"config error: {where}.name={name!r} is not a registered {registry.kind}; "
+                          f"known: {', '.join(registry.names())}")
+    target = registry.get(name)
+    try:
+        params = inspect.signature(target).parameters
+    except (TypeError, ValueError):
+        params = {}
+    if params and not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        allowed = [k for k in params if k != "self"]
+        for key in raw:
+            if key not in allowed:
+                raise ConfigError(f"config error: unknown key '{where}.{key}' for {registry.kind} {name!r}"
+                                  f"{_suggest(key, allowed)}")
+    return Component(name=name, kwargs=raw)
+
+
+def validate(raw: dict) -> Config:
+    """Plain dict (e.g. from ``OmegaConf.to_container``) -> ``Config``, or ``ConfigError``."""
+    from vipo.backbones import BACKBONES
+    from vipo.generators import GENERATORS
+    from vipo.rewards import REWARDS
+
+    raw = dict(raw)
+    top = {f.name for f in dataclasses.fields(Config)}
+    for key in raw:
+        if key not in top:
+            raise ConfigError(f"config error: unknown top-level key '{key}'{_suggest(key, top)}")
+    for key in ("generator", "reward", "backbone"):
+        if key not in raw:
+            raise ConfigError(f"config error: missing section '{key}'")
+    sections = {k: _section(cls, raw.get(k), k) for k, cls in _SECTIONS.items()}
+    scalars = {k: raw[k] for k in ("experiment", "run_id", "results_root", "resume", "tags") if k in raw}
+    hints = typing.get_type_hints(Config)
+    scalars = {k: _coerce(v, hints[k], k) for k, v in scalars.items()}
+    cfg = Config(
+        generator=_component(GENERATORS, raw["generator"], "generator"),
+        reward=_component(REWARDS, raw["reward"], "reward"),
+        backbone=_component(BACKBONES, raw["backbone"], "backbone"),
+        **sections,
+        **scalars,
+    )
+    _check_choices(cfg)
+    return cfg
+
+
+def _check_choices(cfg: Config) -> None:
+    from vipo.advantage import ADVANTAGE_MODES
+    from vipo.sde import SDE_STEPS
+
+    def choose(where: str, value: str, options: Sequence[str]) -> None:
+        if value not in options:
+            raise ConfigError(f"config error: {where}={value!r}; choose one of: {', '.join(options)}")
+
+    choose("sde.kind", cfg.sde.kind, SDE_STEPS.names())
+    choose("sde.logprob_reduction", cfg.sde.logprob_reduction, ["position", "sample"])
+    choose("advantage.mode", cfg.advantage.mode, ADVANTAGE_MODES.names())
+    choose("advantage.std_mode", cfg.advantage.std_mode, ["local", "global"])
+    choose("psm.source", cfg.psm.source, ["backbone", "ones", "random"])
+    choose("train.lr_schedule", cfg.train.lr_schedule, ["constant", "linear", "cosine"])
+    choose("train.timestep_selection", cfg.train.timestep_selection, ["random", "first"])
+    choose("logger.name", cfg.logger.name, ["none", "wandb"])
+    t = cfg.train
+    positive = {"train.iterations": t.iterations, "train.prompts_per_iter": t.prompts_per_iter,
+                "train.micro_batch": t.micro_batch, "train.optimizer_steps_per_iter": t.optimizer_steps_per_iter,
+                "train.inner_epochs": t.inner_epochs, "sde.num_steps": cfg.sde.num_steps,
+                "eval.num_steps": cfg.eval.num_steps, "train.checkpoint_every": t.checkpoint_every}
+    for where, value in positive.items():
+        if value < 1:
+            raise ConfigError(f"config error: {where} must be >= 1, got {value}")
+    if t.group_size < 2:
+        raise ConfigError(f"config error: train.group_size must be >= 2 for group statistics, got {t.group_size}")
+    if not 0.0 < t.timestep_fraction <= 1.0:
+        raise ConfigError(f"config error: train.timestep_fraction must be in (0, 1], got {t.timestep_fraction}")
+    if t.lr <= 0 or t.clip_range <= 0:
+        raise ConfigError("config error: train.lr and train.clip_range must be > 0")
+    if cfg.sde.noise_level <= 0:
+        raise ConfigError("config error: sde.noise_level must be > 0 for training (the log-probs need noise)")
+    if cfg.advantage.mode == "scalar" and cfg.sde.logprob_reduction != "sample":
+        raise ConfigError("config error: advantage.mode=scalar needs sde.logprob_reduction=sample "
+                          "(per-position ratios with a scalar advantage is advantage.mode=ones)")
+
+
+def compose(overrides: Sequence[str] = (), config_name: str = "config", config_dir: str | Path | None = None):
+    """Compose ``experiments/<config_name>.yaml`` with Hydra overrides -> OmegaConf DictConfig."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    config_dir = Path(config_dir or CONFIG_DIR).resolve()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
+        return hydra_compose(config_name=config_name, overrides=list(overrides))
+
+
+def load(overrides: Sequence[str] = (), config_dir: str | Path | None = None) -> tuple[Config, dict]:
+    """Compose and validate: returns the typed config and the resolved plain dict (for config.yaml)."""
+    from hydra.errors import HydraException
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        raw = OmegaConf.to_container(compose(overrides, config_dir=config_dir), resolve=True)
+    except (HydraException, OmegaConfBaseException) as e:
+        raise ConfigError("config error: " + " ".join(str(e).split())) from None
+    raw.pop("hydra", None)
+    return validate(raw), raw

@@ -1,0 +1,85 @@
+"""VBench Quality / Semantic / Total scores from per-dimension results (a pure function).
+
+Published procedure (Vchitect/VBench, ``scripts/cal_final_score.py`` with ``scripts/constant.py``):
+each of the 16 dimensions is min-max normalised with fixed constants, ``(s - min) / (max - min)``, and
+multiplied by its weight (0.5 for dynamic degree, 1 otherwise);
+``Quality = sum(quality dims) / 6.5`` (the sum of the 7 quality weights),
+``Semantic = sum(semantic dims) / 9``, ``Total = (4 Quality + 1 Semantic) / 5``.
+
+Inputs are the fractions VBench writes to its ``*_eval_results.json`` (in [0, 1]); the leaderboard
+and the paper print the outputs as percentages (x 100).
+"""
+
+from __future__ import annotations
+
+from typing import Dict, Mapping
+
+QUALITY_DIMENSIONS = (
+    "subject consistency", "background consistency", "temporal flickering", "motion smoothness",
+    "aesthetic quality", "imaging quality", "dynamic degree",
+)
+SEMANTIC_DIMENSIONS = (
+    "object class", "multiple objects", "human action", "color", "spatial relationship", "scene",
+    "appearance style", "temporal style", "overall consistency",
+)
+# (min, max) used to normalise each dimension (VBench constant.NORMALIZE_DIC)
+NORMALIZATION: Dict[str, tuple] = {
+    "subject consistency": (0.1462, 1.0),
+    "background consistency": (0.2615, 1.0),
+    "temporal flickering": (0.6293, 1.0),
+    "motion smoothness": (0.706, 0.9975),
+    "dynamic degree": (0.0, 1.0),
+    "aesthetic quality": (0.0, 1.0),
+    "imaging quality": (0.0, 1.0),
+    "object class": (0.0, 1.0),
+    "multiple objects": (0.0, 1.0),
+    "human action": (0.0, 1.0),
+    "color": (0.0, 1.0),
+    "spatial relationship": (0.0, 1.0),
+    "scene": (0.0, 0.8222),
+    "appearance style": (0.0009, 0.2855),
+    "temporal style": (0.0, 0.364),
+    "overall consistency": (0.0, 0.364),
+}
+DIMENSION_WEIGHTS: Dict[str, float] = {d: (0.5 if d == "dynamic degree" else 1.0) for d in NORMALIZATION}
+QUALITY_WEIGHT = 4.0  # weight of Quality in Total
+SEMANTIC_WEIGHT = 1.0  # weight of Semantic in Total
+
+
+def canonical_dimension(name: str) -> str:
+    """``"subject_consistency"`` / ``"Subject Consistency"`` -> ``"subject consistency"``."""
+    return " ".join(name.replace("_", " ").lower().split())
+
+
+def normalized_dimension_scores(scores: Mapping[str, float], missing: str = "error") -> Dict[str, float]:
+    """Weighted, min-max normalised score of each of the 16 dimensions.
+
+    missing: ``"error"`` raises ``KeyError`` naming absent dimensions; ``"zero"`` scores them 0 as the
+    published script does (which then normalises 0, e.g. to a negative value for subject consistency).
+    """
+    if missing not in ("error", "zero"):
+        raise ValueError(f"missing must be 'error' or 'zero', got {missing!r}")
+    given = {canonical_dimension(k): float(v) for k, v in scores.items()}
+    unknown = sorted(set(given) - set(NORMALIZATION))
+    if unknown:
+        raise KeyError(f"unknown VBench dimensions {unknown}; known: {sorted(NORMALIZATION)}")
+    absent = [d for d in NORMALIZATION if d not in given]
+    if absent and missing == "error":
+        raise KeyError(f"VBench dimensions missing: {absent}")
+    too_big = {d: v for d, v in given.items() if not -1e-9 <= v <= 1 + 1e-9}
+    if too_big:
+        raise ValueError(f"VBench dimension scores are fractions in [0, 1]; got {too_big} "
+                         "(divide percentages by 100)")
+    out = {}
+    for dim, (lo, hi) in NORMALIZATION.items():
+        out[dim] = (given.get(dim, 0.0) - lo) / (hi - lo) * DIMENSION_WEIGHTS[dim]
+    return out
+
+
+def vbench_totals(scores: Mapping[str, float], missing: str = "error") -> Dict[str, float]:
+    """``{"quality", "semantic", "total"}`` (fractions) from the 16 per-dimension scores."""
+    norm = normalized_dimension_scores(scores, missing)
+    quality = sum(norm[d] for d in QUALITY_DIMENSIONS) / sum(DIMENSION_WEIGHTS[d] for d in QUALITY_DIMENSIONS)
+    semantic = sum(norm[d] for d in SEMANTIC_DIMENSIONS) / sum(DIMENSION_WEIGHTS[d] for d in SEMANTIC_DIMENSIONS)
+    total = (QUALITY_WEIGHT * quality + SEMANTIC_WEIGHT * semantic) / (QUALITY_WEIGHT + SEMANTIC_WEIGHT)
+    return {"quality": quality, "semantic": semantic, "total": total}

@@ -1,0 +1,216 @@
+"""Shared plumbing for the diffusers-backed generators (FLUX, SD3.5, Wan2.1).
+
+Kept small on purpose: path checks, dtype parsing, the per-prompt embedding cache, classifier-free
+guidance, the schedules (from ``vipo.sde``, with a private fallback while that module is young), and
+turning VAE output into ``[0, 1]`` float32 images.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Callable, Dict, Iterable, List, Optional, Sequence
+
+import torch
+from torch import nn
+
+Tensors = Dict[str, torch.Tensor]
+
+
+# ----------------------------------------------------------------------------- loading
+def check_pretrained(path_or_id: str) -> str:
+    """A hub id ("org/name") passes through; a local-looking path must exist (FileNotFoundError naming it)."""
+    if os.path.exists(path_or_id):
+        return path_or_id
+    looks_local = (
+        path_or_id.startswith(("/", "./", "../", "~", "."))
+        or path_or_id.count("/") > 1
+        or "\\" in path_or_id
+    )
+    if looks_local:
+        raise FileNotFoundError(f"checkpoint path does not exist: {path_or_id!r}")
+    return path_or_id
+
+
+def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
+    """"bfloat16" / "bf16" / "float16" / "float32" / a torch.dtype -> torch.dtype."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    names = {"bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float16": torch.float16,
+             "fp16": torch.float16, "float32": torch.float32, "fp32": torch.float32}
+    if dtype not in names:
+        raise ValueError(f"unknown dtype {dtype!r}; use one of {sorted(names)}")
+    return names[dtype]
+
+
+def cast(module: nn.Module, dtype: torch.dtype) -> nn.Module:
+    """Cast floating weights to ``dtype``, keeping the model's ``_keep_in_fp32_modules`` in float32
+    (what diffusers' ``from_pretrained(torch_dtype=...)`` does, e.g. Wan's time embedder and norms)."""
+    keep = getattr(module, "_keep_in_fp32_modules", None) or []
+    for name, sub in module.named_modules():
+        want = torch.float32 if any(k in name.split(".") for k in keep) else dtype
+        for p in list(sub.parameters(recurse=False)) + list(sub.buffers(recurse=False)):
+            if p.is_floating_point() and p.dtype != want:
+                p.data = p.data.to(want)
+    return module
+
+
+def freeze(module: nn.Module) -> nn.Module:
+    """Eval mode, no gradients: text encoders and VAEs are never trained here."""
+    module.eval()
+    module.requires_grad_(False)
+    return module
+
+
+# ----------------------------------------------------------------------------- prompts
+class PromptCache:
+    """prompt -> dict of unbatched tensors. ``get`` encodes only prompts it has not seen."""
+
+    def __init__(self, encode_fn: Callable[[List[str]], Tensors]):
+        self.encode_fn = encode_fn  # list of prompts -> dict of batch-first tensors
+        self.store: Dict[str, Tensors] = {}
+
+    @torch.no_grad()
+    def get(self, prompts: Sequence[str], device: torch.device | None = None) -> Tensors:
+        if isinstance(prompts, str):
+            raise TypeError("encode_prompts takes a sequence of prompts, not a single string")
+        missing = list(dict.fromkeys(p for p in prompts if p not in self.store))
+        if missing:
+            out = self.encode_fn(missing)
+            for i, p in enumerate(missing):
+                self.store[p] = {k: v[i].detach() for k, v in out.items()}
+        keys = self.store[prompts[0]].keys()
+        return {k: torch.stack([self.store[p][k] for p in prompts]).to(device) for k in keys}
+
+    def clear(self) -> None:
+        self.store.clear()
+
+
+def tokenize(tokenizer, prompts: Sequence[str], max_length: int) -> Tensors:
+    """Pad to ``max_length`` and truncate, as the diffusers pipelines do."""
+    out = tokenizer(list(prompts), padding="max_length", max_length=max_length, truncation=True,
+                    return_attention_mask=True, return_tensors="pt")
+    return {"input_ids": out["input_ids"], "attention_mask": out["attention_mask"]}
+
+
+def clip_max_length(tokenizer, default: int = 77) -> int:
+    n = getattr(tokenizer, "model_max_length", default)
+    return default if n is None or n > 10_000 else int(n)  # unset -> VERY_LARGE_INTEGER
+
+
+# ----------------------------------------------------------------------------- guidance
+def cfg_combine(
+    forward: Callable[[torch.Tensor, Tensors], torch.Tensor],
+    x: torch.Tensor,
+    cond: Tensors,
+    uncond: Tensors,
+    scale: float,
+    no_grad_uncond: bool,
+) -> torch.Tensor:
+    """Classifier-free guidance ``v_u + scale (v_c - v_u)``.
+
+    ``forward(x, cond)`` runs the model on a batch. Scale <= 1 skips the unconditional branch
+    (scale 1 is the conditional velocity). ``no_grad_uncond`` runs that branch without autograd
+    (the official ViPO Wan script does this to save memory); otherwise both branches share one
+    batched forward pass.
+    """
+    if scale <= 1.0:
+        return forward(x, cond)
+    if no_grad_uncond:
+        with torch.no_grad():
+            v_u = forward(x, uncond)  # [B, ...]
+        v_c = forward(x, cond)  # [B, ...]
+    else:
+        both = {k: torch.cat([uncond[k], cond[k]]) for k in cond}  # [2B, ...]
+        v_u, v_c = forward(torch.cat([x, x]), both).chunk(2)  # [B, ...] each
+    return v_u + scale * (v_c - v_u)
+
+
+# ----------------------------------------------------------------------------- schedules
+def static_shift_sigmas(num_steps: int, shift: float) -> torch.Tensor:
+    """[num_steps + 1] sigmas: linspace(1, 0) then ``a t / (1 + (a - 1) t)`` (SD3, Wan, DanceGRPO)."""
+    try:
+        from vipo.sde import sigma_schedule
+    except ImportError:  # vipo.sde not written yet: same formula, privately
+        t = torch.linspace(1.0, 0.0, num_steps + 1, dtype=torch.float64)
+        return (shift * t / (1 + (shift - 1) * t)).float()
+    return sigma_schedule(num_steps, shift).float()
+
+
+def flux_mu(image_seq_len: int, base_seq_len: int = 256, max_seq_len: int = 4096,
+            base_shift: float = 0.5, max_shift: float = 1.15) -> float:
+    """FLUX's resolution-dependent shift exponent (diffusers ``calculate_shift``)."""
+    m = (max_shift - base_shift) / (max_seq_len - base_seq_len)
+    return image_seq_len * m + base_shift - m * base_seq_len
+
+
+def flux_sigmas(num_steps: int, image_seq_len: int) -> torch.Tensor:
+    """[num_steps + 1] sigmas of FLUX.1-dev: ``e^mu / (e^mu + 1/t - 1)`` on linspace(1, 0)."""
+    try:
+        from vipo.sde import flux_sigma_schedule
+    except ImportError:
+        t = torch.linspace(1.0, 0.0, num_steps + 1, dtype=torch.float64)
+        a = math.exp(flux_mu(image_seq_len))
+        return (a * t / (1 + (a - 1) * t)).float()  # same map as e^mu / (e^mu + 1/t - 1)
+    return flux_sigma_schedule(num_steps, image_seq_len).float()
+
+
+# ----------------------------------------------------------------------------- images
+def to_unit_range(x: torch.Tensor) -> torch.Tensor:
+    """VAE output in [-1, 1] -> float32 in [0, 1]."""
+    return (x.float() / 2 + 0.5).clamp(0.0, 1.0)
+
+
+def module_device(module: nn.Module) -> torch.device:
+    return next(module.parameters()).device
+
+
+def frozen_modules(mods: Iterable[Optional[nn.Module]]) -> List[nn.Module]:
+    return [m for m in mods if m is not None]
+
+
+# ----------------------------------------------------------------------------- common base
+class DiffusersGenerator:
+    """Mixin with what FLUX, SD3.5 and Wan share: frozen encoders/VAE, training setup, caching.
+
+    Subclasses set ``self.transformer``, ``self.vae``, ``self.text_encoders`` (nn.ModuleList) and
+    ``self.tokenizers`` and then call ``_setup_training``.
+    """
+
+    transformer: nn.Module
+    vae: nn.Module
+    text_encoders: nn.ModuleList
+
+    def _place(self, dtype: torch.dtype, device: str | torch.device) -> None:
+        """Move every component to ``device``/``dtype`` and freeze the encoders and the VAE."""
+        self.dtype = dtype
+        for m in [self.transformer, self.vae, *self.text_encoders]:
+            cast(m, dtype).to(device)
+        for m in [self.vae, *self.text_encoders]:
+            freeze(m)
+
+    def _setup_training(self, lora_rank: int, lora_alpha, target_modules, gradient_checkpointing: bool,
+                        lora_init: str | bool = "gaussian") -> None:
+        from vipo.generators.lora import configure_training
+
+        self._trainable = configure_training(self.transformer, lora_rank, lora_alpha, target_modules,
+                                             init=lora_init, gradient_checkpointing=gradient_checkpointing)
+
+    def trainable_parameters(self) -> List[nn.Parameter]:
+        return list(self._trainable)
+
+    def train(self, mode: bool = True):
+        super().train(mode)  # type: ignore[misc]
+        for m in [self.vae, *self.text_encoders]:
+            m.eval()  # frozen parts never leave eval mode
+        return self
+
+    @property
+    def device(self) -> torch.device:
+        return module_device(self.transformer)
+
+    def _check_latents(self, latents: torch.Tensor) -> None:
+        want = tuple(self.latent_shape())  # type: ignore[attr-defined]
+        if latents.ndim != len(want) + 1 or latents.shape[1] != want[0]:
+            raise ValueError(f"{type(self).__name__}: latents must be [B, {', '.join(map(str, want))}] "
+                             f"(unpacked layout), got {list(latents.shape)}")

@@ -1,0 +1,185 @@
+"""FLUX.1 (diffusers ``FluxTransformer2DModel``) behind the Generator interface.
+
+Layout. The trainer sees unpacked latents ``[B, 16, H/8, W/8]``; the transformer sees 2x2-packed
+tokens ``[B, (H/16)(W/16), 64]``. ``velocity`` packs, runs the model and unpacks, so perceptual maps
+live on the unpacked grid ``[H/8, W/8]`` (``map_grid``) and ``pack_map`` packs them like latents.
+
+Conventions checked against ``diffusers.FluxPipeline`` (tests/test_gen_flux.py):
+- timestep: the pipeline passes ``t / 1000`` = sigma and the model multiplies by 1000 -> we pass sigma;
+- guidance-distilled models (FLUX.1-dev) take ``guidance = guidance_scale`` (model multiplies by 1000);
+- text: CLIP-L pooled output (77 tokens) + T5-XXL hidden states (``max_sequence_length`` tokens),
+  ``txt_ids`` zeros ``[L, 3]``, ``img_ids`` = (0, row, col) of each packed token;
+- schedule: linspace(1, 0) mapped by the resolution-dependent shift ``mu(image_seq_len)``; pass
+  ``shift`` to use a static shift instead (DanceGRPO and the official ViPO FLUX script use shift=3);
+- decode: ``latents / scaling_factor + shift_factor`` -> VAE -> [0, 1].
+"""
+
+from __future__ import annotations
+
+from typing import List, Optional, Sequence
+
+import torch
+from torch import nn
+
+from vipo.generators._diffusers_utils import (
+    DiffusersGenerator, PromptCache, check_pretrained, clip_max_length, flux_sigmas, resolve_dtype,
+    static_shift_sigmas, to_unit_range, tokenize,
+)
+from vipo.generators.base import Cond, Generator
+from vipo.generators.lora import FLUX_LORA_TARGETS
+
+
+def pack_2x2(x: torch.Tensor) -> torch.Tensor:
+    """[B, C, H, W] -> [B, (H/2)(W/2), 4C], exactly like ``FluxPipeline._pack_latents``."""
+    try:
+        from vipo.psm import pack_2x2 as shared
+    except ImportError:
+        b, c, h, w = x.shape
+        x = x.view(b, c, h // 2, 2, w // 2, 2).permute(0, 2, 4, 1, 3, 5)  # [B, H/2, W/2, C, 2, 2]
+        return x.reshape(b, (h // 2) * (w // 2), c * 4)
+    return shared(x)
+
+
+def unpack_2x2(tokens: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """[B, (H/2)(W/2), 4C] -> [B, C, H, W] (H, W: the unpacked latent grid); inverse of ``pack_2x2``."""
+    try:
+        from vipo.psm import unpack_2x2 as shared
+    except ImportError:
+        b, _, d = tokens.shape
+        x = tokens.view(b, h // 2, w // 2, d // 4, 2, 2).permute(0, 3, 1, 4, 2, 5)  # [B, C, H/2, 2, W/2, 2]
+        return x.reshape(b, d // 4, h, w)
+    return shared(tokens, h, w)
+
+
+def image_ids(h2: int, w2: int, device=None, dtype=torch.float32) -> torch.Tensor:
+    """Position ids of the packed tokens: (0, row, col) for a (h2 x w2) token grid -> [h2*w2, 3]."""
+    ids = torch.zeros(h2, w2, 3, device=device, dtype=dtype)
+    ids[..., 1] = torch.arange(h2, device=device, dtype=dtype)[:, None]
+    ids[..., 2] = torch.arange(w2, device=device, dtype=dtype)[None, :]
+    return ids.reshape(h2 * w2, 3)
+
+
+class FluxGenerator(DiffusersGenerator, Generator):
+    """FLUX.1 text-to-image. Build with ``FluxGenerator("black-forest-labs/FLUX.1-dev", ...)`` or
+    ``FluxGenerator.from_components(transformer=..., vae=..., text_encoders=[clip, t5],
+    tokenizers=[clip_tok, t5_tok])``."""
+
+    is_video = False
+
+    def __init__(
+        self,
+        path_or_id: Optional[str] = None,  # hub id or local diffusers folder (transformer/, vae/, ...)
+        *,
+        transformer: Optional[nn.Module] = None,
+        vae: Optional[nn.Module] = None,
+        text_encoders: Optional[Sequence[nn.Module]] = None,  # [CLIPTextModel, T5EncoderModel]
+        tokenizers: Optional[Sequence] = None,  # [CLIP tokenizer, T5 tokenizer]
+        height: int = 512,  # image height in pixels (multiple of 16)
+        width: int = 512,  # image width in pixels (multiple of 16)
+        guidance_scale: float = 3.5,  # embedded guidance of FLUX.1-dev (ignored by models without it)
+        shift: Optional[float] = None,  # None: resolution-dependent shift; a number: static shift
+        max_sequence_length: int = 512,  # T5 tokens
+        dtype: str | torch.dtype = "float32",  # weights of every component; velocity is float32
+        device: str | torch.device = "cpu",
+        lora_rank: int = 32,  # 0: full fine-tuning of the transformer
+        lora_alpha: Optional[float] = None,  # None: 2 * rank
+        lora_target_modules: Optional[Sequence[str]] = None,  # None: FLUX_LORA_TARGETS
+        gradient_checkpointing: bool = False,
+    ):
+        super().__init__()
+        if path_or_id is not None:
+            transformer, vae, text_encoders, tokenizers = self._load(path_or_id, resolve_dtype(dtype))
+        if transformer is None or vae is None or text_encoders is None or tokenizers is None:
+            raise ValueError("FluxGenerator needs path_or_id or all of transformer, vae, text_encoders, tokenizers")
+        if len(text_encoders) != 2 or len(tokenizers) != 2:
+            raise ValueError("FLUX needs two text encoders and tokenizers: [CLIP, T5]")
+        self.vae_scale = 2 ** (len(vae.config.block_out_channels) - 1)
+        if height % (2 * self.vae_scale) or width % (2 * self.vae_scale):
+            raise ValueError(f"FLUX height/width must be multiples of {2 * self.vae_scale}, got {height}x{width}")
+        self.transformer, self.vae = transformer, vae
+        self.text_encoders = nn.ModuleList(text_encoders)
+        self.tokenizers = list(tokenizers)
+        self.height, self.width = height, width
+        self.guidance_scale, self.shift = guidance_scale, shift
+        self.max_sequence_length = max_sequence_length
+        self._place(resolve_dtype(dtype), device)
+        self._setup_training(lora_rank, lora_alpha, lora_target_modules or FLUX_LORA_TARGETS, gradient_checkpointing)
+        self.cache = PromptCache(self._encode)
+
+    @classmethod
+    def from_pretrained(cls, path_or_id: str, **options) -> "FluxGenerator":
+        return cls(path_or_id, **options)
+
+    @classmethod
+    def from_components(cls, transformer, vae, text_encoders, tokenizers, **options) -> "FluxGenerator":
+        return cls(transformer=transformer, vae=vae, text_encoders=text_encoders, tokenizers=tokenizers, **options)
+
+    @staticmethod
+    def _load(path_or_id: str, dtype: torch.dtype):
+        from diffusers import AutoencoderKL, FluxTransformer2DModel
+        from transformers import AutoTokenizer, CLIPTextModel, T5EncoderModel
+
+        path = check_pretrained(path_or_id)
+        transformer = FluxTransformer2DModel.from_pretrained(path, subfolder="transformer", torch_dtype=dtype)
+        vae = AutoencoderKL.from_pretrained(path, subfolder="vae", torch_dtype=dtype)
+        clip = CLIPTextModel.from_pretrained(path, subfolder="text_encoder", dtype=dtype)
+        t5 = T5EncoderModel.from_pretrained(path, subfolder="text_encoder_2", dtype=dtype)
+        toks = [AutoTokenizer.from_pretrained(path, subfolder=s) for s in ("tokenizer", "tokenizer_2")]
+        return transformer, vae, [clip, t5], toks
+
+    # ------------------------------------------------------------------ interface
+    def latent_shape(self) -> tuple[int, ...]:
+        c = self.transformer.config.in_channels // 4  # 64 packed channels = 16 latent channels x 2 x 2
+        return (c, self.height // self.vae_scale, self.width // self.vae_scale)
+
+    def encode_prompts(self, prompts: Sequence[str]) -> Cond:
+        return self.cache.get(prompts, self.device)
+
+    def _encode(self, prompts: List[str]) -> Cond:
+        (clip, t5), (clip_tok, t5_tok) = self.text_encoders, self.tokenizers
+        ids = tokenize(clip_tok, prompts, clip_max_length(clip_tok))["input_ids"].to(self.device)
+        pooled = clip(ids, output_hidden_states=False).pooler_output  # [B, 768]
+        ids = tokenize(t5_tok, prompts, self.max_sequence_length)["input_ids"].to(self.device)
+        embeds = t5(ids)[0]  # [B, L, 4096]
+        return {"prompt_embeds": embeds.to(self.dtype), "pooled_prompt_embeds": pooled.to(self.dtype)}
+
+    def velocity(self, latents: torch.Tensor, sigma: torch.Tensor, cond: Cond) -> torch.Tensor:
+        self._check_latents(latents)
+        b, _, h, w = latents.shape
+        if h % 2 or w % 2:
+            raise ValueError(f"FLUX latents need even height/width for 2x2 packing, got {h}x{w}")
+        dev, dt = self.device, self.dtype
+        tokens = pack_2x2(latents.to(device=dev, dtype=dt))  # [B, HW/4, 64]
+        embeds = cond["prompt_embeds"].to(device=dev, dtype=dt)  # [B, L, D]
+        guidance = None
+        if self.transformer.config.guidance_embeds:
+            guidance = torch.full((b,), float(self.guidance_scale), device=dev, dtype=torch.float32)  # [B]
+        out = self.transformer(
+            hidden_states=tokens,
+            encoder_hidden_states=embeds,
+            pooled_projections=cond["pooled_prompt_embeds"].to(device=dev, dtype=dt),  # [B, P]
+            timestep=sigma.to(device=dev, dtype=dt).expand(b),  # [B]: sigma, the model multiplies by 1000
+            img_ids=image_ids(h // 2, w // 2, dev, dt),  # [HW/4, 3]
+            txt_ids=torch.zeros(embeds.shape[1], 3, device=dev, dtype=dt),  # [L, 3]
+            guidance=guidance,
+            return_dict=False,
+        )[0]  # [B, HW/4, 64]
+        return unpack_2x2(out, h, w).float()  # [B, 16, H, W]
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        self._check_latents(latents)
+        cfg = self.vae.config
+        z = latents.to(device=self.device, dtype=self.dtype) / cfg.scaling_factor + cfg.shift_factor  # [B, 16, h, w]
+        return to_unit_range(self.vae.decode(z, return_dict=False)[0])  # [B, 3, 8h, 8w]
+
+    def sigmas(self, num_steps: int) -> torch.Tensor:
+        if self.shift is not None:
+            return static_shift_sigmas(num_steps, self.shift)
+        c, h, w = self.latent_shape()
+        return flux_sigmas(num_steps, image_seq_len=(h // 2) * (w // 2))
+
+    # ------------------------------------------------------------------ maps
+    def pack_map(self, maps: torch.Tensor) -> torch.Tensor:
+        """Per-position maps on the unpacked grid [B, H/8, W/8] -> per-token [B, (H/16)(W/16), 4],
+        the same 2x2 packing as the latents (token t, slot 2*dy + dx)."""
+        return pack_2x2(maps.unsqueeze(1))  # [B, HW/4, 4]

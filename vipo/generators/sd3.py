@@ -1,0 +1,164 @@
+"""Stable Diffusion 3 / 3.5 (diffusers ``SD3Transformer2DModel``) behind the Generator interface.
+
+Conventions checked against ``diffusers.StableDiffusion3Pipeline`` (tests/test_gen_sd3.py):
+- latents ``[B, 16, H/8, W/8]`` go to the transformer as they are (it patchifies internally);
+- timestep = sigma * 1000 (the pipeline passes the scheduler's ``t = 1000 sigma``);
+- text: CLIP-L and CLIP-G penultimate hidden states concatenated on channels, zero-padded to the
+  T5 width and concatenated with T5 states on the sequence axis; pooled = [CLIP-L, CLIP-G] projections;
+- classifier-free guidance ``v_u + g (v_c - v_u)`` with the negative prompt (default "");
+  ``cfg_no_grad_uncond`` runs the unconditional branch without autograd;
+- schedule: static shift (SD3.5: 3.0, read from the scheduler config when loading a checkpoint);
+- decode: ``latents / scaling_factor + shift_factor`` -> VAE -> [0, 1].
+"""
+
+from __future__ import annotations
+
+from typing import List, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vipo.generators._diffusers_utils import (
+    DiffusersGenerator, PromptCache, cfg_combine, check_pretrained, clip_max_length, resolve_dtype,
+    static_shift_sigmas, to_unit_range, tokenize,
+)
+from vipo.generators.base import Cond, Generator
+from vipo.generators.lora import SD3_LORA_TARGETS
+
+
+class SD3Generator(DiffusersGenerator, Generator):
+    """SD3.5 text-to-image. Build with ``SD3Generator("stabilityai/stable-diffusion-3.5-medium")`` or
+    ``SD3Generator.from_components(transformer=..., vae=..., text_encoders=[clip_l, clip_g, t5],
+    tokenizers=[tok_l, tok_g, tok_t5])``."""
+
+    is_video = False
+
+    def __init__(
+        self,
+        path_or_id: Optional[str] = None,  # hub id or local diffusers folder
+        *,
+        transformer: Optional[nn.Module] = None,
+        vae: Optional[nn.Module] = None,
+        text_encoders: Optional[Sequence[nn.Module]] = None,  # [CLIP-L, CLIP-G (with projection), T5]
+        tokenizers: Optional[Sequence] = None,
+        height: int = 512,  # pixels, multiple of 8 * patch size
+        width: int = 512,
+        guidance_scale: float = 4.5,  # classifier-free guidance; <= 1 disables it
+        negative_prompt: str = "",  # the unconditional branch's prompt
+        cfg_no_grad_uncond: bool = False,  # unconditional branch without autograd (saves memory)
+        shift: Optional[float] = None,  # static schedule shift; None: scheduler config, else 3.0
+        max_sequence_length: int = 256,  # T5 tokens (Flow-GRPO uses 128)
+        dtype: str | torch.dtype = "float32",
+        device: str | torch.device = "cpu",
+        lora_rank: int = 32,  # 0: full fine-tuning
+        lora_alpha: Optional[float] = None,  # None: 2 * rank
+        lora_target_modules: Optional[Sequence[str]] = None,  # None: SD3_LORA_TARGETS
+        gradient_checkpointing: bool = False,
+    ):
+        super().__init__()
+        if path_or_id is not None:
+            transformer, vae, text_encoders, tokenizers, cfg_shift = self._load(path_or_id, resolve_dtype(dtype))
+            shift = cfg_shift if shift is None else shift
+        if transformer is None or vae is None or text_encoders is None or tokenizers is None:
+            raise ValueError("SD3Generator needs path_or_id or all of transformer, vae, text_encoders, tokenizers")
+        if len(text_encoders) != 3 or len(tokenizers) != 3:
+            raise ValueError("SD3 needs three text encoders and tokenizers: [CLIP-L, CLIP-G, T5]")
+        self.vae_scale = 2 ** (len(vae.config.block_out_channels) - 1)
+        step = self.vae_scale * transformer.config.patch_size
+        if height % step or width % step:
+            raise ValueError(f"SD3 height/width must be multiples of {step}, got {height}x{width}")
+        self.transformer, self.vae = transformer, vae
+        self.text_encoders = nn.ModuleList(text_encoders)
+        self.tokenizers = list(tokenizers)
+        self.height, self.width = height, width
+        self.guidance_scale, self.negative_prompt = guidance_scale, negative_prompt
+        self.cfg_no_grad_uncond = cfg_no_grad_uncond
+        self.shift = 3.0 if shift is None else shift
+        self.max_sequence_length = max_sequence_length
+        self._place(resolve_dtype(dtype), device)
+        self._setup_training(lora_rank, lora_alpha, lora_target_modules or SD3_LORA_TARGETS, gradient_checkpointing)
+        self.cache = PromptCache(self._encode)
+
+    @classmethod
+    def from_pretrained(cls, path_or_id: str, **options) -> "SD3Generator":
+        return cls(path_or_id, **options)
+
+    @classmethod
+    def from_components(cls, transformer, vae, text_encoders, tokenizers, **options) -> "SD3Generator":
+        return cls(transformer=transformer, vae=vae, text_encoders=text_encoders, tokenizers=tokenizers, **options)
+
+    @staticmethod
+    def _load(path_or_id: str, dtype: torch.dtype):
+        from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel
+        from transformers import AutoTokenizer, CLIPTextModelWithProjection, T5EncoderModel
+
+        path = check_pretrained(path_or_id)
+        transformer = SD3Transformer2DModel.from_pretrained(path, subfolder="transformer", torch_dtype=dtype)
+        vae = AutoencoderKL.from_pretrained(path, subfolder="vae", torch_dtype=dtype)
+        encoders = [CLIPTextModelWithProjection.from_pretrained(path, subfolder=s, dtype=dtype)
+                    for s in ("text_encoder", "text_encoder_2")]
+        encoders.append(T5EncoderModel.from_pretrained(path, subfolder="text_encoder_3", dtype=dtype))
+        toks = [AutoTokenizer.from_pretrained(path, subfolder=s) for s in ("tokenizer", "tokenizer_2", "tokenizer_3")]
+        shift = FlowMatchEulerDiscreteScheduler.load_config(path, subfolder="scheduler").get("shift")
+        return transformer, vae, encoders, toks, shift
+
+    # ------------------------------------------------------------------ interface
+    def latent_shape(self) -> tuple[int, ...]:
+        return (self.transformer.config.in_channels, self.height // self.vae_scale, self.width // self.vae_scale)
+
+    def encode_prompts(self, prompts: Sequence[str]) -> Cond:
+        cond = self.cache.get(prompts, self.device)
+        if self.guidance_scale > 1.0:
+            neg = self.cache.get([self.negative_prompt], self.device)
+            cond.update({"neg_" + k: v.expand(len(prompts), *v.shape[1:]).clone() for k, v in neg.items()})
+        return cond
+
+    def _encode(self, prompts: List[str]) -> Cond:
+        clip_l, clip_g, t5 = self.text_encoders
+        states, pooled = [], []
+        for enc, tok in zip((clip_l, clip_g), self.tokenizers[:2]):
+            ids = tokenize(tok, prompts, clip_max_length(tok))["input_ids"].to(self.device)
+            out = enc(ids, output_hidden_states=True)
+            states.append(out.hidden_states[-2])  # [B, 77, D_clip]: penultimate layer
+            pooled.append(out[0])  # [B, P_clip]: projected pooled output (text_embeds)
+        ids = tokenize(self.tokenizers[2], prompts, self.max_sequence_length)["input_ids"].to(self.device)
+        t5_states = t5(ids)[0]  # [B, L, D_t5]
+        clip_states = torch.cat(states, dim=-1)  # [B, 77, D_l + D_g]
+        clip_states = F.pad(clip_states, (0, t5_states.shape[-1] - clip_states.shape[-1]))  # [B, 77, D_t5]
+        embeds = torch.cat([clip_states, t5_states], dim=-2)  # [B, 77 + L, D_t5]
+        return {"prompt_embeds": embeds.to(self.dtype), "pooled_prompt_embeds": torch.cat(pooled, -1).to(self.dtype)}
+
+    def _forward(self, x: torch.Tensor, sigma: torch.Tensor, cond: Cond) -> torch.Tensor:
+        return self.transformer(
+            hidden_states=x,  # [b, 16, H, W]
+            timestep=(sigma * 1000).expand(x.shape[0]),  # [b]: SD3 expects 1000 * sigma
+            encoder_hidden_states=cond["prompt_embeds"],  # [b, 77 + L, D]
+            pooled_projections=cond["pooled_prompt_embeds"],  # [b, P]
+            return_dict=False,
+        )[0]  # [b, 16, H, W]
+
+    def velocity(self, latents: torch.Tensor, sigma: torch.Tensor, cond: Cond) -> torch.Tensor:
+        self._check_latents(latents)
+        dev, dt = self.device, self.dtype
+        x = latents.to(device=dev, dtype=dt)  # [B, 16, H, W]
+        s = sigma.to(device=dev, dtype=torch.float32).expand(x.shape[0])  # [B]
+        c = {k: cond[k].to(device=dev, dtype=dt) for k in ("prompt_embeds", "pooled_prompt_embeds")}
+        u = {k: cond.get("neg_" + k, v).to(device=dev, dtype=dt) for k, v in c.items()}
+        if self.guidance_scale > 1.0 and "neg_prompt_embeds" not in cond:
+            raise ValueError("guided velocity needs the negative-prompt entries that encode_prompts adds")
+
+        def forward(xx: torch.Tensor, cc: Cond) -> torch.Tensor:
+            return self._forward(xx, s.repeat(xx.shape[0] // s.shape[0]), cc)
+
+        v = cfg_combine(forward, x, c, u, self.guidance_scale, self.cfg_no_grad_uncond)  # [B, 16, H, W]
+        return v.float()
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        self._check_latents(latents)
+        cfg = self.vae.config
+        z = latents.to(device=self.device, dtype=self.dtype) / cfg.scaling_factor + cfg.shift_factor  # [B, 16, h, w]
+        return to_unit_range(self.vae.decode(z, return_dict=False)[0])  # [B, 3, 8h, 8w]
+
+    def sigmas(self, num_steps: int) -> torch.Tensor:
+        return static_shift_sigmas(num_steps, self.shift)

@@ -1,0 +1,166 @@
+"""Optuna searches driven through the config composer (not hydra-optuna-sweeper, see DESIGN.md §5).
+
+A study spec (``sweeps/<name>.yaml``) names the search space (config key -> distribution), the metric
+(one ``eval/*`` key, or a weighted sum of several), its direction, the number of trials, the sampler, the
+pruner and the storage (default ``sqlite:///results/optuna/<name>.db``; any SQLAlchemy URL such as
+PostgreSQL serves many workers). Each trial is one training run in this process under
+``results/optuna/<name>/trial_<n>``; every evaluation is reported to the pruner. Killing a worker and
+starting it again resumes the study: finished trials stay, a trial whose heartbeat stopped is marked
+failed and retried, and the loop stops once ``n_trials`` trials have finished (complete or pruned).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+from vipo.config import ConfigError, load
+from vipo.records import atomic_write_json
+
+ROOT = Path(__file__).resolve().parent.parent
+SPEC_DIR = ROOT / "sweeps"
+
+
+@dataclass
+class StudySpec:
+    name: str  # study name (also the default SQLite file name)
+    metric: Any  # "eval/reward" or {"eval/reward": 1.0, "eval/shape_acc": 1.0} (weighted sum)
+    direction: str = "maximize"  # maximize | minimize
+    n_trials: int = 20  # finished trials (complete + pruned) the study aims for
+    space: dict = field(default_factory=dict)  # key -> {type: float|int|categorical, low, high, log, choices}
+    base: list = field(default_factory=list)  # overrides applied to every trial
+    sampler: dict = field(default_factory=lambda: {"name": "tpe", "seed": 0})  # tpe | random, seed
+    pruner: dict = field(default_factory=lambda: {"name": "median", "n_startup_trials": 4, "n_warmup_steps": 1})
+    storage: Optional[str] = None  # SQLAlchemy URL; default sqlite:///results/optuna/<name>.db
+    heartbeat_seconds: int = 60  # a RUNNING trial silent for 2x this is failed and retried
+
+
+def load_spec(name_or_path: str) -> StudySpec:
+    from omegaconf import OmegaConf
+
+    path = Path(name_or_path)
+    if not path.suffix:
+        path = SPEC_DIR / f"{name_or_path}.yaml"
+    if not path.exists():
+        known = ", ".join(sorted(p.stem for p in SPEC_DIR.glob("*.yaml")))
+        raise ConfigError(f"config error: unknown study {name_or_path!r}; known: {known}")
+    raw = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+    try:
+        spec = StudySpec(**raw)
+    except TypeError as e:
+        raise ConfigError(f"config error in {path}: {e}") from None
+    for key, dist in spec.space.items():
+        if dist.get("type") not in ("float", "int", "categorical"):
+            raise ConfigError(f"config error in {path}: space.{key}.type must be float, int or categorical")
+    if spec.direction not in ("maximize", "minimize"):
+        raise ConfigError(f"config error in {path}: direction must be maximize or minimize")
+    return spec
+
+
+def objective_value(metrics: dict, metric: Any) -> float:
+    if isinstance(metric, str):
+        if metric not in metrics:
+            raise KeyError(f"metric {metric!r} not among the evaluation results: {sorted(metrics)}")
+        return float(metrics[metric])
+    return float(sum(w * float(metrics[k]) for k, w in metric.items()))
+
+
+def suggest(trial, space: dict) -> list[str]:
+    out = []
+    for key, d in space.items():
+        if d["type"] == "float":
+            v = trial.suggest_float(key, float(d["low"]), float(d["high"]), log=bool(d.get("log", False)))
+        elif d["type"] == "int":
+            v = trial.suggest_int(key, int(d["low"]), int(d["high"]), log=bool(d.get("log", False)))
+        else:
+            v = trial.suggest_categorical(key, list(d["choices"]))
+        out.append(f"{key}={v}")
+    return out
+
+
+def make_storage(spec: StudySpec, root: Path):
+    import optuna
+    from optuna.storages import RDBStorage, RetryFailedTrialCallback
+
+    url = spec.storage
+    if url is None:
+        root.mkdir(parents=True, exist_ok=True)
+        url = f"sqlite:///{(root / f'{spec.name}.db').resolve()}"
+    kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
+    return RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=spec.heartbeat_seconds,
+                      grace_period=2 * spec.heartbeat_seconds,
+                      failed_trial_callback=RetryFailedTrialCallback(max_retry=2)), optuna
+
+
+def build_study(spec: StudySpec, root: Path):
+    storage, optuna = make_storage(spec, root)
+    s = spec.sampler
+    sampler = (optuna.samplers.RandomSampler(seed=s.get("seed")) if s.get("name") == "random"
+               else optuna.samplers.TPESampler(seed=s.get("seed")))
+    p = spec.pruner
+    pruner = (optuna.pruners.NopPruner() if p.get("name") == "none" else
+              optuna.pruners.MedianPruner(n_startup_trials=p.get("n_startup_trials", 4),
+                                          n_warmup_steps=p.get("n_warmup_steps", 1)))
+    return optuna.create_study(study_name=spec.name, storage=storage, sampler=sampler, pruner=pruner,
+                               direction=spec.direction, load_if_exists=True)
+
+
+def finished(study) -> int:
+    import optuna
+
+    states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    return len(study.get_trials(deepcopy=False, states=states))
+
+
+def run_search(name: str, extra: Sequence[str] = (), root: Path | None = None, n_trials: Optional[int] = None) -> dict:
+    """Run (or resume) a study in this process until it has ``n_trials`` finished trials; returns the best."""
+    import optuna
+
+    from vipo.train import Trainer
+
+    spec = load_spec(name)
+    if n_trials is not None:
+        spec.n_trials = n_trials
+    root = Path(root or ROOT / "results" / "optuna")
+    load([*spec.base, *extra])  # fail fast on a bad base config, before any trial starts
+    study = build_study(spec, root)
+
+    def objective(trial) -> float:
+        overrides = [*spec.base, *suggest(trial, spec.space), *extra]
+        run_dir = root / spec.name / f"trial_{trial.number:04d}"
+        cfg, raw = load([*overrides, f"results_root={run_dir.parent}", f"run_id={run_dir.name}", "logger=none",
+                         f"+tags.study={spec.name}", f"+tags.trial={trial.number}"])
+        trial.set_user_attr("overrides", overrides)
+
+        def report(iteration: int, metrics: dict) -> None:
+            if iteration < 0:
+                return
+            trial.report(objective_value(metrics, spec.metric), step=iteration)
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"pruned at iteration {iteration}")
+
+        summary = Trainer(cfg, raw, on_eval=report).run()
+        return objective_value(summary, spec.metric)
+
+    def stop_when_done(study, trial) -> None:
+        if finished(study) >= spec.n_trials:
+            study.stop()
+
+    print(f"[search] {spec.name}: {finished(study)}/{spec.n_trials} trials finished; storage "
+          f"{study._storage.engine.url if hasattr(study._storage, 'engine') else spec.storage}", flush=True)
+    while finished(study) < spec.n_trials:
+        study.optimize(objective, n_trials=1, callbacks=[stop_when_done], catch=(ValueError, RuntimeError))
+    return save_best(study, spec, root)
+
+
+def save_best(study, spec: StudySpec, root: Path) -> dict:
+    best = study.best_trial
+    out = {"study": spec.name, "metric": spec.metric, "direction": spec.direction, "value": best.value,
+           "trial": best.number, "params": best.params, "overrides": best.user_attrs.get("overrides", []),
+           "finished_trials": finished(study)}
+    atomic_write_json(root / f"{spec.name}_best.json", out)
+    print(f"[search] best trial {best.number}: {spec.metric} = {best.value:.4f}", flush=True)
+    print("[search] overrides: " + " ".join(out["overrides"]), flush=True)
+    print(f"[search] saved {root / f'{spec.name}_best.json'}", flush=True)
+    return out

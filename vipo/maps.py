@@ -1,0 +1,52 @@
+"""Where advantage maps come from (``psm.source``): the PSM over a backbone, all ones, or random.
+
+Every source takes decoded images (``[B, 3, H, W]``, or video ``[B, 3, F, H, W]``) and returns maps on the
+generator's map grid: ``[B, H', W']`` or ``[B, F', H', W']`` with values in ``[0, 1]``.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import torch
+
+from vipo.psm import PSMConfig, build_maps, build_video_maps
+from vipo.registry import Registry
+
+MapFn = Callable[..., torch.Tensor]
+MAP_SOURCES: Registry[MapFn] = Registry("map source")
+
+
+@MAP_SOURCES.register("backbone")
+@torch.no_grad()
+def backbone_maps(images: torch.Tensor, grid: tuple[int, ...], cfg: PSMConfig, *, backbone=None,
+                  gen: Optional[torch.Generator] = None) -> torch.Tensor:
+    if backbone is None:
+        raise ValueError("psm.source=backbone needs a backbone")
+    if images.dim() == 4:
+        feats = backbone.features(images)  # [B, h, w, C]
+        return build_maps(feats, tuple(grid[-2:]), cfg)  # [B, H', W']
+    b, _, f = images.shape[:3]
+    frames = images.permute(0, 2, 1, 3, 4).reshape(b * f, *images.shape[1:2], *images.shape[3:])  # [B*F, 3, H, W]
+    feats = backbone.features(frames)  # [B*F, h, w, C]
+    feats = feats.reshape(b, f, *feats.shape[1:])  # [B, F, h, w, C]
+    return build_video_maps(feats, tuple(grid), cfg)  # [B, F', H', W']
+
+
+@MAP_SOURCES.register("ones")
+def ones_maps(images: torch.Tensor, grid: tuple[int, ...], cfg: PSMConfig, **_) -> torch.Tensor:
+    return torch.ones(images.shape[0], *grid, device=images.device)  # [B, *grid]
+
+
+@MAP_SOURCES.register("random")
+def random_maps(images: torch.Tensor, grid: tuple[int, ...], cfg: PSMConfig, *,
+                gen: Optional[torch.Generator] = None, **_) -> torch.Tensor:
+    """Uniform noise, a control with the same range as PSM maps but no relation to the image."""
+    return torch.rand(images.shape[0], *grid, generator=gen).to(images.device)  # [B, *grid]
+
+
+def make_maps(source: str, images: torch.Tensor, grid: tuple[int, ...], cfg: PSMConfig, **kw) -> torch.Tensor:
+    maps = MAP_SOURCES.get(source)(images, grid, cfg, **kw)
+    if maps.shape != (images.shape[0], *grid):
+        raise ValueError(f"map source {source!r} returned {tuple(maps.shape)}, expected {(images.shape[0], *grid)}")
+    return maps

@@ -1,0 +1,249 @@
+"""Perceptual Structuring Module: frozen-backbone features -> perceptual maps M in [0, 1].
+
+Per image: patch features [h*w, C] -> centre -> PCA (top k) -> each component min-max to [0, 1]
+-> orientation (a component's sign is arbitrary) -> aggregation (EVR-weighted sum by default)
+-> optional Gaussian blur on the feature grid -> bilinear antialiased resize to the latent grid
+-> final normalisation. Video: per-frame maps, linear resampling in time, temporal blur, renormalised.
+A map with no contrast (range < 1e-6, e.g. constant features) becomes all ones (plain GRPO).
+
+PCA signs follow scikit-learn (``svd_flip(u_based_decision=False)``): in each component the loading
+with the largest magnitude is positive, so ``orientation="reverse"`` reproduces the official code.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from vipo.registry import Registry
+
+PCA_SOLVERS: Registry[Callable[[Tensor, Tensor, int], tuple[Tensor, Tensor]]] = Registry("pca solver")
+ORIENTATIONS: Registry[Callable[[Tensor], Tensor]] = Registry("psm orientation")
+AGGREGATIONS: Registry[Callable[[Tensor, Tensor], Tensor]] = Registry("psm aggregation")
+NORMALIZERS: Registry[Callable[[Tensor], Tensor]] = Registry("psm normalisation")
+FLAT = 1e-6  # a map whose range is below this has no contrast -> all ones
+
+
+@dataclass
+class PSMConfig:
+    k: int = 3  # principal components kept (paper: K = 3)
+    orientation: str = "border"  # component polarity: "border" (border low) | "reverse" (official) | "none"
+    aggregation: str = "variance"  # "variance" (EVR-weighted sum) | "mean" | "first" (component 1 only)
+    blur_sigma: float = 1.0  # Gaussian blur std on the feature grid, in patches; 0 = off
+    normalize: str = "minmax"  # "minmax": [0, 1] | "mean_one": min-max, then scaled to mean 1
+    temporal_sigma: float = 0.5  # video only: Gaussian blur std across latent frames; 0 = off
+    pca_solver: str = "auto"  # "exact" (SVD) | "randomized" (power iteration) | "auto" (by size)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.k, bool) or not isinstance(self.k, int) or self.k < 1:
+            raise ValueError(f"PSMConfig.k must be an integer >= 1, got {self.k!r}")
+        for field, registry in [("orientation", ORIENTATIONS), ("aggregation", AGGREGATIONS),
+                                ("normalize", NORMALIZERS)]:
+            if getattr(self, field) not in registry:
+                raise ValueError(f"PSMConfig.{field}={getattr(self, field)!r}; known: {registry.names()}")
+        if self.pca_solver not in PCA_SOLVERS and self.pca_solver != "auto":
+            raise ValueError(f"PSMConfig.pca_solver={self.pca_solver!r}; known: auto, {PCA_SOLVERS.names()}")
+        for field in ("blur_sigma", "temporal_sigma"):
+            if not getattr(self, field) >= 0:
+                raise ValueError(f"PSMConfig.{field} must be >= 0, got {getattr(self, field)!r}")
+
+
+# ----------------------------------------------------------------------------------- PCA
+@PCA_SOLVERS.register("exact")
+def _pca_exact(x: Tensor, mu: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """Thin SVD of the centred features in float64. -> scores [B, N, k], loadings [B, C, k]."""
+    u, s, vh = torch.linalg.svd((x - mu).double(), full_matrices=False)  # [B,N,r] [B,r] [B,r,C]
+    return (u[..., :k] * s[:, None, :k]).float(), vh[:, :k].mT.float()
+
+
+@PCA_SOLVERS.register("randomized")
+def _pca_randomized(x: Tensor, mu: Tensor, k: int, oversample: int = 10, niter: int = 3) -> tuple[Tensor, Tensor]:
+    """Block power iteration (Halko et al.) on the implicitly centred features, fixed seed.
+    Each iteration reads x twice; the centred copy x - mu is never materialised."""
+    B, N, C = x.shape
+    q = min(k + oversample, N, C)
+    g = torch.Generator(device=x.device).manual_seed(0)
+    basis = torch.randn(B, C, q, generator=g, device=x.device)  # [B, C, q]
+    for _ in range(niter):
+        y = x @ basis - mu @ basis  # [B, N, q] = (x - mu) basis
+        basis = torch.linalg.qr(x.mT @ y - mu.mT @ y.sum(1, keepdim=True)).Q  # [B, C, q] = orth((x - mu)^T y)
+    y = x @ basis - mu @ basis  # [B, N, q]
+    u, s, wh = torch.linalg.svd(y, full_matrices=False)  # [B,N,q] [B,q] [B,q,q]
+    return u[..., :k] * s[:, None, :k], basis @ wh[:, :k].mT  # [B, N, k], [B, C, k]
+
+
+def pca(feats: Tensor, k: int, *, solver: str = "auto") -> tuple[Tensor, Tensor]:
+    """Batched PCA. feats [B, N, C] -> (scores [B, N, k], explained variance ratio [B, k]), float32.
+
+    Each image is centred on its own mean. ``solver="auto"`` is exact when max(N, C) <= 500 (as in
+    scikit-learn), randomized otherwise. Images whose features vary by less than ~1e-6 of their
+    magnitude are treated as constant: scores 0, ratio 0.
+    """
+    if feats.ndim != 3:
+        raise ValueError(f"feats must be [B, N, C], got shape {tuple(feats.shape)}")
+    B, N, C = feats.shape
+    if not 1 <= k <= min(N, C):
+        raise ValueError(f"k={k} must be in [1, min(N={N}, C={C})]")
+    x = feats.float()
+    mu = x.mean(1, keepdim=True)  # [B, 1, C]
+    total = (x - mu).square().sum((1, 2))  # [B] total variance (times N)
+    flat = total <= 1e-12 * (total + N * mu.square().sum((1, 2)))  # [B] spread <= 1e-6 of magnitude
+    name = ("exact" if max(N, C) <= 500 else "randomized") if solver == "auto" else solver
+    scores, loadings = PCA_SOLVERS.get(name)(x, mu, k)  # [B, N, k], [B, C, k]
+    top = loadings.abs().argmax(1, keepdim=True)  # [B, 1, k]
+    sign = torch.where(loadings.gather(1, top) < 0, -1.0, 1.0)  # [B, 1, k]
+    scores = torch.where(flat[:, None, None], 0.0, scores * sign)  # [B, N, k]
+    evr = torch.where(flat[:, None], 0.0, scores.square().sum(1) / total.clamp_min(1e-30)[:, None])  # [B, k]
+    return scores, evr
+
+
+# ----------------------------------------------------------------------------------- map stages
+def minmax(z: Tensor, dims: tuple[int, ...], *, flat_value: float = 0.5) -> Tensor:
+    """(z - min) / (max - min) over ``dims``; slices with zero range get ``flat_value``."""
+    lo, hi = z.amin(dims, keepdim=True), z.amax(dims, keepdim=True)
+    return torch.where(hi > lo, (z - lo) / (hi - lo).clamp_min(1e-30), flat_value)
+
+
+@ORIENTATIONS.register("reverse")
+def _reverse(z: Tensor) -> Tensor:
+    return 1 - z  # official code: (max - z) / (max - min)
+
+
+@ORIENTATIONS.register("border")
+def _border(z: Tensor) -> Tensor:
+    """Flip each component whose 1-patch outer ring is brighter on average than the interior."""
+    h, w = z.shape[-2:]
+    if h < 3 or w < 3:
+        return z  # no interior: leave as is
+    ring = torch.ones(h, w, dtype=torch.bool, device=z.device)
+    ring[1:-1, 1:-1] = False
+    flip = z[..., ring].mean(-1) > z[..., ~ring].mean(-1)  # [B, k]
+    return torch.where(flip[..., None, None], 1 - z, z)
+
+
+@ORIENTATIONS.register("none")
+def _none(z: Tensor) -> Tensor:
+    return z
+
+
+@AGGREGATIONS.register("variance")
+def _variance(z: Tensor, evr: Tensor) -> Tensor:
+    """sum_j lambda_j z_j with lambda = EVR renormalised to sum 1 (uniform if all 0): stays in [0, 1]."""
+    w = torch.where(evr.sum(-1, keepdim=True) > 0, evr, 1.0)  # [B, k]
+    return (z * (w / w.sum(-1, keepdim=True))[..., None, None]).sum(1)  # [B, h, w]
+
+
+@AGGREGATIONS.register("mean")
+def _mean(z: Tensor, evr: Tensor) -> Tensor:
+    return z.mean(1)  # [B, h, w]
+
+
+@AGGREGATIONS.register("first")
+def _first(z: Tensor, evr: Tensor) -> Tensor:
+    return z[:, 0]  # [B, h, w]
+
+
+@NORMALIZERS.register("minmax")
+def _to_unit(m: Tensor) -> Tensor:
+    return m  # already min-max normalised by finish()
+
+
+@NORMALIZERS.register("mean_one")
+def _to_mean_one(m: Tensor) -> Tensor:
+    return m / m.flatten(1).mean(1).reshape(-1, *[1] * (m.ndim - 1))  # mean > 0 since max == 1
+
+
+def finish(m: Tensor, mode: str) -> Tensor:
+    """Per-sample min-max then ``NORMALIZERS[mode]``; a map with range < FLAT becomes ones."""
+    dims = tuple(range(1, m.ndim))
+    flat = (m.amax(dims, keepdim=True) - m.amin(dims, keepdim=True)) < FLAT  # [B, 1, ...]
+    out = NORMALIZERS.get(mode)(minmax(m, dims))
+    return torch.where(flat, 1.0, out)
+
+
+def gaussian_blur1d(x: Tensor, sigma: float, dim: int) -> Tensor:
+    """Gaussian filter along ``dim`` like scipy.ndimage.gaussian_filter1d (mode 'reflect' =
+    half-sample symmetric, truncate 4); sigma 0 is the identity."""
+    if sigma == 0:
+        return x
+    r = int(4.0 * sigma + 0.5)
+    t = torch.arange(-r, r + 1, dtype=torch.float64, device=x.device)
+    kernel = torch.exp(-0.5 * (t / sigma) ** 2)
+    kernel = (kernel / kernel.sum()).to(x.dtype)  # [2r+1]
+    n = x.shape[dim]
+    idx = torch.arange(-r, n + r, device=x.device) % (2 * n)  # symmetric padding, any r
+    idx = torch.where(idx < n, idx, 2 * n - 1 - idx)  # [n + 2r]
+    windows = x.movedim(dim, -1).index_select(-1, idx).unfold(-1, 2 * r + 1, 1)  # [..., n, 2r+1]
+    return (windows @ kernel).movedim(-1, dim)
+
+
+# ----------------------------------------------------------------------------------- maps
+def build_maps(feats: Tensor, grid: tuple[int, int], cfg: PSMConfig | None = None) -> Tensor:
+    """Patch features [B, h, w, C] -> maps [B, H, W] on the latent ``grid`` = (H, W)."""
+    cfg = cfg or PSMConfig()
+    if feats.ndim != 4:
+        raise ValueError(f"feats must be [B, h, w, C], got shape {tuple(feats.shape)}")
+    if len(grid) != 2 or min(grid) < 1:
+        raise ValueError(f"grid must be (H, W) with positive sizes, got {grid!r}")
+    B, h, w, C = feats.shape
+    scores, evr = pca(feats.reshape(B, h * w, C), cfg.k, solver=cfg.pca_solver)  # [B, N, k], [B, k]
+    bad = ~torch.isfinite(evr).all(-1)  # [B]
+    if bool(bad.any()):
+        raise ValueError(f"non-finite features (NaN/inf) in images {bad.nonzero().flatten().tolist()}")
+    z = minmax(scores.mT.reshape(B, cfg.k, h, w), (-2, -1))  # [B, k, h, w] in [0, 1]
+    z = ORIENTATIONS.get(cfg.orientation)(z)
+    s = AGGREGATIONS.get(cfg.aggregation)(z, evr)  # [B, h, w]
+    s = gaussian_blur1d(gaussian_blur1d(s, cfg.blur_sigma, -2), cfg.blur_sigma, -1)
+    m = F.interpolate(s[:, None], size=tuple(grid), mode="bilinear", align_corners=False, antialias=True)
+    return finish(m[:, 0], cfg.normalize)  # [B, H, W]
+
+
+def build_video_maps(feats: Tensor, grid: tuple[int, int, int], cfg: PSMConfig | None = None) -> Tensor:
+    """Per-frame features [B, F, h, w, C] -> maps [B, F_lat, H, W] for ``grid`` = (F_lat, H, W).
+
+    Frames get min-max maps, resampled linearly in time with aligned end frames (latent frame 0 <->
+    video frame 0, as in causal video VAEs), blurred across frames, then normalised per sample.
+    """
+    cfg = cfg or PSMConfig()
+    if feats.ndim != 5:
+        raise ValueError(f"feats must be [B, F, h, w, C], got shape {tuple(feats.shape)}")
+    if len(grid) != 3 or min(grid) < 1:
+        raise ValueError(f"grid must be (F_lat, H, W) with positive sizes, got {grid!r}")
+    B, n_frames, h, w, C = feats.shape
+    f_lat, H, W = grid
+    frame_cfg = dataclasses.replace(cfg, normalize="minmax")
+    m = build_maps(feats.reshape(B * n_frames, h, w, C), (H, W), frame_cfg).reshape(B, n_frames, H, W)
+    if n_frames != f_lat:
+        m = F.interpolate(m[:, None], size=(f_lat, H, W), mode="trilinear", align_corners=True)[:, 0]
+    if f_lat > 1:
+        m = gaussian_blur1d(m, cfg.temporal_sigma, 1)  # [B, F_lat, H, W]
+    return finish(m, cfg.normalize)
+
+
+# ----------------------------------------------------------------------------------- FLUX packing
+def pack_2x2(x: Tensor) -> Tensor:
+    """[B, C, H, W] (or a map [B, H, W], packed as C = 1) -> tokens [B, (H/2)(W/2), 4C], FLUX layout."""
+    if x.ndim == 3:
+        x = x[:, None]
+    if x.ndim != 4 or x.shape[-2] % 2 or x.shape[-1] % 2:
+        raise ValueError(f"pack_2x2 needs [B, C, H, W] with even H and W, got shape {tuple(x.shape)}")
+    B, C, H, W = x.shape
+    x = x.reshape(B, C, H // 2, 2, W // 2, 2).permute(0, 2, 4, 1, 3, 5)  # [B, H/2, W/2, C, 2, 2]
+    return x.reshape(B, (H // 2) * (W // 2), C * 4)
+
+
+def unpack_2x2(tokens: Tensor, H: int, W: int) -> Tensor:
+    """Inverse of ``pack_2x2``: tokens [B, (H/2)(W/2), 4C] -> [B, C, H, W] (H, W = latent size)."""
+    if H % 2 or W % 2:
+        raise ValueError(f"unpack_2x2 needs even H and W, got H={H}, W={W}")
+    if tokens.ndim != 3 or tokens.shape[1] != (H // 2) * (W // 2) or tokens.shape[2] % 4:
+        raise ValueError(f"tokens must be [B, {(H // 2) * (W // 2)}, 4C] for H={H}, W={W}, "
+                         f"got shape {tuple(tokens.shape)}")
+    B, _, D = tokens.shape
+    x = tokens.reshape(B, H // 2, W // 2, D // 4, 2, 2).permute(0, 3, 1, 4, 2, 5)  # [B, C, H/2, 2, W/2, 2]
+    return x.reshape(B, D // 4, H, W)

@@ -1,0 +1,109 @@
+"""Run records -> one table. ``collect(root)`` reads every ``summary.json`` below ``root`` (with the run's
+``config.yaml``) into a pandas DataFrame, one row per run: summary fields as they are, config fields
+flattened as ``cfg.<section>.<key>``. The table is cached as ``<root>/index.parquet`` and rebuilt when a
+summary is newer than the cache. ``python -m vipo.results [root] [--by COLUMN]`` prints it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Sequence
+
+import pandas as pd
+
+CACHE = "index.parquet"
+
+
+def flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, key + "."))
+        elif isinstance(v, (list, tuple)):
+            out[key] = json.dumps(v)
+        else:
+            out[key] = v
+    return out
+
+
+def read_run(run_dir: Path) -> dict:
+    import yaml
+
+    row = flatten(json.loads((run_dir / "summary.json").read_text()))
+    cfg_path = run_dir / "config.yaml"
+    if cfg_path.exists():
+        row.update(flatten(yaml.safe_load(cfg_path.read_text()) or {}, "cfg."))
+    row["run_dir"] = str(run_dir)
+    return row
+
+
+def collect(root: str | Path = "results", cache: bool = True) -> pd.DataFrame:
+    root = Path(root)
+    summaries = sorted(root.rglob("summary.json"))
+    cache_path = root / CACHE
+    if cache and cache_path.exists() and summaries:
+        newest = max(p.stat().st_mtime for p in summaries)
+        if cache_path.stat().st_mtime >= newest:
+            cached = pd.read_parquet(cache_path)
+            if len(cached) == len(summaries):
+                return cached
+    df = pd.DataFrame([read_run(p.parent) for p in summaries])
+    if cache and not df.empty:
+        tmp = cache_path.with_suffix(".tmp.parquet")
+        df.astype({c: str for c in df.columns if df[c].dtype == object}).to_parquet(tmp, index=False)
+        tmp.replace(cache_path)
+    return df
+
+
+def summarize(df: pd.DataFrame, by: str | Sequence[str], metrics: Sequence[str] | None = None) -> pd.DataFrame:
+    """Mean, std and count over seeds for each metric, one row per value of ``by``."""
+    by = [by] if isinstance(by, str) else list(by)
+    if metrics is None:
+        metrics = [c for c in df.columns if c.startswith("eval/") and not c.endswith("_std")]
+    metrics = [m for m in metrics if m in df.columns]
+    numeric = df[by + metrics].copy()
+    for m in metrics:
+        numeric[m] = pd.to_numeric(numeric[m], errors="coerce")
+    g = numeric.groupby(by, sort=True)
+    out = pd.concat({"mean": g[metrics].mean(), "std": g[metrics].std(ddof=0), "n": g[metrics].count()}, axis=1)
+    return out
+
+
+def format_table(summary: pd.DataFrame, digits: int = 3) -> str:
+    if summary.empty:
+        return "(no finished runs)"
+    metrics = list(dict.fromkeys(summary["mean"].columns))
+    rows = []
+    for idx in summary.index:
+        cells = [f"{summary['mean'].loc[idx, m]:.{digits}f} ± {summary['std'].loc[idx, m]:.{digits}f}" for m in metrics]
+        n = int(summary["n"].loc[idx].max())
+        rows.append([str(idx), *cells, str(n)])
+    header = [summary.index.name or "cell", *metrics, "n"]
+    widths = [max(len(r[i]) for r in rows + [header]) for i in range(len(header))]
+    line = lambda r: "  ".join(c.ljust(w) for c, w in zip(r, widths))  # noqa: E731
+    return "\n".join([line(header), line(["-" * w for w in widths]), *map(line, rows)])
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="python -m vipo.results", description=__doc__.split("\n\n")[0])
+    ap.add_argument("root", nargs="?", default="results", help="folder to search for summary.json files")
+    ap.add_argument("--by", default=None, help="group by this column and print mean ± std over runs")
+    ap.add_argument("--metrics", nargs="*", default=None, help="metric columns (default: eval/*)")
+    args = ap.parse_args(argv)
+    df = collect(args.root)
+    if df.empty:
+        print(f"no runs with summary.json under {args.root}")
+        return
+    if args.by:
+        print(format_table(summarize(df, args.by, args.metrics)))
+        return
+    cols = ["run_id", "experiment", "advantage_mode", "seed", *[c for c in df.columns if c.startswith("eval/")]]
+    with pd.option_context("display.max_rows", 200, "display.width", 200):
+        print(df[[c for c in cols if c in df.columns]].to_string(index=False))
+
+
+if __name__ == "__main__":
+    main()

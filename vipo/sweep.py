@@ -1,0 +1,147 @@
+"""Ablation grids: ``python sweep.py ablation=<name> [seeds=N] [workers=N] [overrides...]``.
+
+An ablation file (``experiments/ablation/<name>.yaml``) lists cells, either by name (``cells:``, each a list
+of overrides) or as a product of axes (``axes:``, key -> values). Every (cell, seed) pair is one run folder
+``results/sweeps/<ablation>/<experiment>/<cell>-s<seed>``. A finished cell (``summary.json`` exists) is skipped, a
+started one (checkpoint, no summary) is resumed, so re-running the same command after a crash finishes
+the grid. Cells run as subprocesses, ``workers`` at a time, one CPU thread each. The table printed at the
+end comes from the summaries (``vipo.results``).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+from vipo.config import CONFIG_DIR, ConfigError, load
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class Cell:
+    name: str  # cell label, part of the run folder name
+    overrides: list[str]  # Hydra overrides of this cell
+    seed: int  # train.seed
+    run_dir: Path = field(default=Path())
+
+
+def _fmt(value) -> str:
+    return str(value).replace("/", "_").replace(" ", "")
+
+
+def load_ablation(name: str) -> dict:
+    from omegaconf import OmegaConf
+
+    path = CONFIG_DIR / "ablation" / f"{name}.yaml"
+    if not path.exists():
+        known = ", ".join(sorted(p.stem for p in (CONFIG_DIR / "ablation").glob("*.yaml")))
+        raise ConfigError(f"config error: unknown ablation {name!r}; known: {known}")
+    spec = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+    allowed = {"name", "table", "cells", "axes", "base", "seeds", "metrics"}
+    unknown = set(spec) - allowed
+    if unknown:
+        raise ConfigError(f"config error: unknown key(s) {sorted(unknown)} in {path}; allowed: {sorted(allowed)}")
+    if bool(spec.get("cells")) == bool(spec.get("axes")):
+        raise ConfigError(f"config error: {path} needs exactly one of 'cells' or 'axes'")
+    return spec
+
+
+def expand_cells(spec: dict, seeds: Sequence[int]) -> list[Cell]:
+    base = list(spec.get("base") or [])
+    if spec.get("cells"):
+        named = [(k, list(v or [])) for k, v in spec["cells"].items()]
+    else:
+        keys = list(spec["axes"])
+        named = []
+        for values in itertools.product(*(spec["axes"][k] for k in keys)):
+            label = "_".join(f"{k.split('.')[-1]}={_fmt(v)}" for k, v in zip(keys, values))
+            named.append((label, [f"{k}={v if v is not None else 'null'}" for k, v in zip(keys, values)]))
+    return [Cell(name, base + ov, seed) for name, ov in named for seed in seeds]
+
+
+def cell_overrides(cell: Cell, ablation: str, root: Path, extra: Sequence[str]) -> list[str]:
+    return [*cell.overrides, *extra, f"train.seed={cell.seed}", f"results_root={root}",
+            f"run_id={cell.name}-s{cell.seed}", "logger=none",
+            f"+tags.ablation={ablation}", f"+tags.cell={cell.name}"]
+
+
+def default_root(ablation: str, extra: Sequence[str] = ()) -> Path:
+    """``results/sweeps/<ablation>/<experiment>``: the same ablation on another experiment gets its own folder."""
+    spec = load_ablation(ablation)
+    cfg, _ = load([*(spec.get("base") or []), *extra])
+    return ROOT / "results" / "sweeps" / ablation / cfg.experiment
+
+
+def plan(ablation: str, seeds: Sequence[int], extra: Sequence[str], root: Path | None = None) -> list[Cell]:
+    """Expand the grid and validate every cell's config before anything runs."""
+    spec = load_ablation(ablation)
+    root = Path(root or default_root(ablation, extra))
+    cells = expand_cells(spec, seeds)
+    for cell in cells:
+        cell.run_dir = root / f"{cell.name}-s{cell.seed}"
+        try:
+            load(cell_overrides(cell, ablation, root, extra))
+        except ConfigError as e:
+            raise ConfigError(f"{e} (ablation {ablation}, cell {cell.name})") from None
+    return cells
+
+
+def _command(cell: Cell, ablation: str, extra: Sequence[str]) -> list[str]:
+    args = cell_overrides(cell, ablation, cell.run_dir.parent, extra)
+    if (cell.run_dir / "checkpoints" / "last.pt").exists():
+        args = [f"resume={cell.run_dir}"]
+    return [sys.executable, str(ROOT / "train.py"), *args]
+
+
+def run_sweep(ablation: str, seeds: Sequence[int], extra: Sequence[str] = (), workers: int = 1,
+              root: Path | None = None, threads: int = 1) -> list[Cell]:
+    cells = plan(ablation, seeds, extra, root)
+    todo = [c for c in cells if not (c.run_dir / "summary.json").exists()]
+    print(f"[sweep] {ablation}: {len(cells)} runs, {len(cells) - len(todo)} done, {len(todo)} to run "
+          f"({workers} at a time) -> {cells[0].run_dir.parent}", flush=True)
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    running: list[tuple[Cell, subprocess.Popen, Path]] = []
+    failed = []
+    queue = list(todo)
+    while queue or running:
+        while queue and len(running) < workers:
+            cell = queue.pop(0)
+            cell.run_dir.mkdir(parents=True, exist_ok=True)
+            log = cell.run_dir / "train.log"
+            proc = subprocess.Popen(_command(cell, ablation, extra), cwd=ROOT, env=env,
+                                    stdout=open(log, "a"), stderr=subprocess.STDOUT)
+            running.append((cell, proc, log))
+            print(f"[sweep] start {cell.run_dir.name}  (log: {log})", flush=True)
+        time.sleep(0.5)
+        for item in list(running):
+            cell, proc, log = item
+            if proc.poll() is None:
+                continue
+            running.remove(item)
+            ok = proc.returncode == 0 and (cell.run_dir / "summary.json").exists()
+            print(f"[sweep] {'done ' if ok else 'FAILED'} {cell.run_dir.name}"
+                  + ("" if ok else f" (exit {proc.returncode}; see {log})"), flush=True)
+            if not ok:
+                failed.append(cell)
+    if failed:
+        print(f"[sweep] {len(failed)} run(s) failed; re-run the same command to retry them", flush=True)
+    return cells
+
+
+def table(ablation: str, root: Path | None = None, metrics: Sequence[str] | None = None, extra: Sequence[str] = ()):
+    """Mean and spread over seeds per cell, from the summaries under the sweep folder."""
+    from vipo.results import collect, summarize
+
+    spec = load_ablation(ablation)
+    root = Path(root or default_root(ablation, extra))
+    df = collect(root, cache=False)
+    if df.empty:
+        return df
+    return summarize(df, by="tags.cell", metrics=metrics or spec.get("metrics"))

@@ -1,0 +1,60 @@
+"""Command line of ``sweep.py`` (see its docstring)."""
+
+from __future__ import annotations
+
+import sys
+from typing import Sequence
+
+from vipo.config import ConfigError
+
+
+def _take(argv: list[str], key: str, default=None):
+    for a in list(argv):
+        if a.startswith(key + "="):
+            argv.remove(a)
+            return a.split("=", 1)[1]
+    return default
+
+
+def _seeds(value: str | None, spec_seeds) -> list[int]:
+    if value is None:
+        return list(spec_seeds or [0])
+    if value.startswith("["):
+        return [int(v) for v in value.strip("[]").split(",") if v.strip()]
+    return list(range(int(value)))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or "-h" in argv or "--help" in argv:
+        import sweep  # noqa: F401  (only for its docstring when run as a script)
+
+        print(sys.modules["sweep"].__doc__)
+        return 0
+    only_table = "table" in argv
+    argv = [a for a in argv if a != "table"]
+    ablation, search = _take(argv, "ablation"), _take(argv, "search")
+    try:
+        if search:
+            from vipo.hpo import run_search
+
+            trials = _take(argv, "trials")
+            run_search(search, argv, n_trials=int(trials) if trials else None)
+            return 0
+        if not ablation:
+            print("sweep.py needs ablation=<name> or search=<name>", file=sys.stderr)
+            return 2
+        from vipo.results import format_table
+        from vipo.sweep import load_ablation, run_sweep, table
+
+        spec = load_ablation(ablation)
+        seeds = _seeds(_take(argv, "seeds"), spec.get("seeds"))
+        workers = int(_take(argv, "workers", "1"))
+        if not only_table:
+            run_sweep(ablation, seeds, argv, workers=workers)
+        print(f"\n{spec.get('table', ablation)}")
+        print(format_table(table(ablation, extra=argv)))
+    except ConfigError as e:
+        print(str(e), file=sys.stderr)
+        return 2
+    return 0

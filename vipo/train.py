@@ -1,0 +1,313 @@
+"""``run(cfg)``: the GRPO / ViPO loop for every generator, with run records, checkpoints and resume.
+
+One iteration: pick prompts -> roll out G samples each with the SDE -> decode -> reward -> group
+advantages -> maps -> redistribute -> clipped update on a subset of steps. Everything random in an
+iteration comes from a generator seeded by (seed, iteration, rank), so a run resumed from its last
+checkpoint repeats exactly what the uninterrupted run would have done.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from dataclasses import asdict
+from datetime import datetime
+from pathlib import Path
+from typing import Callable, Optional
+
+import torch
+
+from vipo import dist
+from vipo.advantage import redistribute, zero_std_fraction
+from vipo.config import Config
+from vipo.ema import EMA
+from vipo.eval import EVALUATORS
+from vipo.generators import GENERATORS
+from vipo.images import save_image_grid, save_map_grid
+from vipo.loggers import LOGGERS
+from vipo.maps import make_maps
+from vipo.prompts import load_prompts
+from vipo.records import append_jsonl, atomic_torch_save, atomic_write_json, atomic_write_text, read_jsonl, truncate_jsonl
+from vipo.rollout import rollout, sample_ode
+from vipo.update import NonFiniteError, select_timesteps, update
+
+CHECKPOINT = "checkpoints/last.pt"
+
+
+def iteration_generator(seed: int, iteration: int, rank: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed * 1_000_003 + iteration * 1_009 + rank)
+
+
+def resolve_device(spec: str) -> torch.device:
+    if spec == "auto":
+        spec = f"cuda:{dist.local_rank()}" if torch.cuda.is_available() else "cpu"
+    return torch.device(spec)
+
+
+def lr_lambda(cfg: Config):
+    t = cfg.train
+
+    def f(it: int) -> float:
+        if it < t.warmup_iters:
+            return (it + 1) / t.warmup_iters
+        if t.lr_schedule == "constant":
+            return 1.0
+        frac = (it - t.warmup_iters) / max(1, t.iterations - t.warmup_iters)
+        return max(0.0, 1.0 - frac) if t.lr_schedule == "linear" else 0.5 * (1 + math.cos(math.pi * min(1.0, frac)))
+
+    return f
+
+
+def new_run_dir(cfg: Config) -> Path:
+    run_id = cfg.run_id or f"{cfg.experiment}-{datetime.now():%Y%m%d-%H%M%S}-s{cfg.train.seed}"
+    run_dir = Path(cfg.results_root) / run_id
+    if (run_dir / CHECKPOINT).exists() or (run_dir / "summary.json").exists():
+        raise FileExistsError(f"run folder {run_dir} already holds a run; continue it with resume={run_dir} "
+                              "or choose another run_id")
+    return run_dir
+
+
+def decode(generator, latents: torch.Tensor, micro_batch: int) -> torch.Tensor:
+    with torch.no_grad():
+        return torch.cat([generator.decode(latents[i:i + micro_batch]) for i in range(0, len(latents), micro_batch)])
+
+
+def check_finite(rewards: torch.Tensor, iteration: int, ckpt_note: str) -> None:
+    bad = (~torch.isfinite(rewards)).nonzero().flatten().tolist()
+    if bad:
+        raise NonFiniteError(f"reward is NaN or infinite for {len(bad)} of {len(rewards)} samples "
+                             f"(indices {bad[:8]}) at iteration {iteration}; {ckpt_note}")
+
+
+class Trainer:
+    def __init__(self, cfg: Config, raw: dict, on_eval: Optional[Callable[[int, dict], None]] = None):
+        self.cfg, self.raw = cfg, raw
+        self.on_eval = on_eval  # called with (iteration, eval metrics) after each evaluation (Optuna pruning)
+        dist.init()
+        if cfg.train.threads > 0:
+            torch.set_num_threads(cfg.train.threads)
+        self.device = resolve_device(cfg.train.device)
+        torch.manual_seed(cfg.train.seed)
+        from vipo.backbones import BACKBONES
+        from vipo.rewards import REWARDS
+
+        self.generator = GENERATORS.build(cfg.generator.name, **cfg.generator.kwargs).to(self.device)
+        self.reward = REWARDS.build(cfg.reward.name, **cfg.reward.kwargs).to(self.device)
+        needs_backbone = cfg.advantage.mode != "scalar" and cfg.psm.source == "backbone"
+        self.backbone = BACKBONES.build(cfg.backbone.name, **cfg.backbone.kwargs).to(self.device) if needs_backbone else None
+        self.evaluators = {m: EVALUATORS.build(m, reward=self.reward) for m in cfg.eval.metrics}
+        self.prompts = load_prompts(cfg.train.prompts)
+        self.named = {n: p for n, p in self.generator.named_parameters() if p.requires_grad}
+        if not self.named:
+            raise ValueError(f"generator {cfg.generator.name!r} has no trainable parameters")
+        t = cfg.train
+        self.optimizer = torch.optim.AdamW(list(self.named.values()), lr=t.lr, betas=tuple(t.betas),
+                                           weight_decay=t.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(cfg))
+        self.ema = EMA(self.named, t.ema_decay) if t.ema_decay > 0 else None
+        self.reference = EMA(self.named, 1.0) if t.kl_coef > 0 else None  # frozen copy of the start weights
+        self.start = 0
+        if cfg.resume:
+            self.run_dir = Path(cfg.resume)
+            self._load()
+        else:
+            self.run_dir = dist.broadcast_object(new_run_dir(cfg) if dist.is_main() else None)
+        self.metrics_path = self.run_dir / "metrics.jsonl"
+        if dist.is_main():
+            from omegaconf import OmegaConf
+
+            atomic_write_text(self.run_dir / "config.yaml", OmegaConf.to_yaml(raw))
+        self.logger = LOGGERS.build(cfg.logger.name, run_dir=self.run_dir, run_id=self.run_dir.name, config=raw,
+                                    project=cfg.logger.project, mode=cfg.logger.mode) if dist.is_main() else LOGGERS.build("none")
+
+    # -- checkpoints -------------------------------------------------------------------------------
+    def _save(self, iteration: int) -> None:
+        if not dist.is_main():
+            return
+        state = {"iteration": iteration, "trainable": {k: p.detach().cpu() for k, p in self.named.items()},
+                 "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                 "ema": self.ema.state_dict() if self.ema else None,
+                 "reference": self.reference.state_dict() if self.reference else None}
+        atomic_torch_save(self.run_dir / CHECKPOINT, state)
+        if self.cfg.train.keep_checkpoints:
+            atomic_torch_save(self.run_dir / f"checkpoints/iter_{iteration:05d}.pt", state)
+
+    def _load(self) -> None:
+        path = self.run_dir / CHECKPOINT
+        if not path.exists():
+            raise FileNotFoundError(f"cannot resume: no checkpoint at {path}")
+        state = torch.load(path, map_location="cpu", weights_only=False)
+        missing = set(self.named) ^ set(state["trainable"])
+        if missing:
+            raise ValueError(f"checkpoint {path} does not match the model: differing parameters {sorted(missing)[:5]}")
+        with torch.no_grad():
+            for k, p in self.named.items():
+                p.copy_(state["trainable"][k])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if self.ema and state["ema"]:
+            self.ema.load_state_dict(state["ema"])
+        if self.reference and state["reference"]:
+            self.reference.load_state_dict(state["reference"])
+        self.start = state["iteration"] + 1
+        if dist.is_main():
+            rows = [r for r in read_jsonl(self.run_dir / "metrics.jsonl") if r["iteration"] <= state["iteration"]]
+            truncate_jsonl(self.run_dir / "metrics.jsonl", rows)
+        print(f"[vipo] resuming {self.run_dir} at iteration {self.start}", flush=True)
+
+    # -- one iteration -----------------------------------------------------------------------------
+    def _reference_velocity(self, x, s, cond):
+        with self.reference.swapped():
+            return self.generator.velocity(x, s, cond)
+
+    def iteration(self, it: int) -> tuple[dict, torch.Tensor, torch.Tensor]:
+        cfg, t = self.cfg, self.cfg.train
+        gen = iteration_generator(t.seed, it, dist.rank())
+        idx = torch.randperm(len(self.prompts), generator=gen)[: t.prompts_per_iter]
+        if len(idx) < t.prompts_per_iter:  # fewer prompts than asked for: sample with replacement
+            idx = torch.randint(len(self.prompts), (t.prompts_per_iter,), generator=gen)
+        prompts = [self.prompts[i] for i in idx.tolist()]
+        tic = time.perf_counter()
+        self.generator.eval()
+        ro = rollout(self.generator, prompts, t.group_size, self.generator.sigmas(cfg.sde.num_steps),
+                     kind=cfg.sde.kind, noise_level=cfg.sde.noise_level, reduction=cfg.sde.logprob_reduction,
+                     micro_batch=t.micro_batch, gen=gen, same_noise_in_group=cfg.sde.same_noise_in_group)
+        images = decode(self.generator, ro.latents[-1], t.micro_batch)  # [B, 3, (F), H, W]
+        t_sample = time.perf_counter() - tic
+
+        tic = time.perf_counter()
+        with torch.no_grad():
+            rewards = self.reward(images, ro.prompts).float().to(self.device)  # [B]
+        check_finite(rewards, it, self._ckpt_note())
+        rewards_all = dist.all_gather_cat(rewards)  # [W*B]
+        groups_all = dist.all_gather_cat(ro.group_ids + dist.rank() * t.prompts_per_iter)  # [W*B]
+        t_reward = time.perf_counter() - tic
+
+        tic = time.perf_counter()
+        grid = self.generator.map_grid()
+        maps = None
+        if cfg.advantage.mode != "scalar":
+            maps = make_maps(cfg.psm.source, images, grid, cfg.psm, backbone=self.backbone, gen=gen)  # [B, *grid]
+        t_map = time.perf_counter() - tic
+
+        maps_all = dist.all_gather_cat(maps) if maps is not None else None
+        adv_all = redistribute(cfg.advantage.mode, rewards_all, groups_all, maps_all, clamp=cfg.advantage.clamp,
+                               eps=cfg.advantage.eps, std_mode=cfg.advantage.std_mode)  # [W*B, *grid] or [W*B]
+        b = len(rewards)
+        adv = adv_all[dist.rank() * b:(dist.rank() + 1) * b].to(self.device)
+
+        tic = time.perf_counter()
+        timesteps = select_timesteps(cfg.sde.num_steps, t.timestep_fraction, t.timestep_selection, gen)
+        stats: dict = {}
+        for _ in range(t.inner_epochs):
+            stats = update(self.generator, self.optimizer, ro, adv, timesteps, kind=cfg.sde.kind,
+                           noise_level=cfg.sde.noise_level, reduction=cfg.sde.logprob_reduction,
+                           clip_range=t.clip_range, micro_batch=t.micro_batch,
+                           optimizer_steps=t.optimizer_steps_per_iter, max_grad_norm=t.max_grad_norm,
+                           kl_coef=t.kl_coef, reference_velocity=self._reference_velocity if self.reference else None,
+                           after_step=self.ema.update if self.ema else None)
+        lr = self.scheduler.get_last_lr()[0]
+        self.scheduler.step()
+        t_update = time.perf_counter() - tic
+
+        record = {"iteration": it, "reward_mean": float(rewards_all.mean()),
+                  "reward_std": float(rewards_all.std(unbiased=False)),
+                  "zero_std_frac": zero_std_fraction(rewards_all, groups_all), "lr": lr, **stats,
+                  "map_mean": float(maps.mean()) if maps is not None else 1.0,
+                  "map_std": float(maps.std()) if maps is not None else 0.0,
+                  "time_sample": t_sample, "time_reward": t_reward, "time_map": t_map, "time_update": t_update,
+                  "time_iter": t_sample + t_reward + t_map + t_update}
+        return record, images, maps
+
+    def _ckpt_note(self) -> str:
+        path = self.run_dir / CHECKPOINT
+        return f"the run stopped; last good checkpoint: {path}" if path.exists() else "the run stopped before any checkpoint"
+
+    # -- evaluation --------------------------------------------------------------------------------
+    def evaluate(self, it: int) -> dict:
+        e = self.cfg.eval
+        if not dist.is_main() or not self.evaluators:
+            return {}
+        prompts = [self.prompts[i % len(self.prompts)] for i in range(e.num_samples)]
+        self.generator.eval()
+        ctx = self.ema.swapped() if self.ema else contextlib.nullcontext()
+        with ctx:
+            lat = sample_ode(self.generator, prompts, e.num_steps, torch.Generator().manual_seed(e.seed),
+                             micro_batch=max(self.cfg.train.micro_batch, 16))
+            images = decode(self.generator, lat, self.cfg.train.micro_batch)
+        out = {}
+        for name, ev in self.evaluators.items():
+            out.update({f"eval/{k}": float(v) for k, v in ev(images, prompts).items()})
+        if e.grid_samples > 0:
+            save_image_grid(images[: e.grid_samples], self.run_dir / f"images/samples_it{it:05d}.png", nrow=8, scale=2)
+        return out
+
+    # -- the loop ----------------------------------------------------------------------------------
+    def run(self) -> dict:
+        cfg, t = self.cfg, self.cfg.train
+        t0 = time.perf_counter()
+        if dist.is_main():
+            print(f"[vipo] run folder: {self.run_dir}  ({cfg.generator.name}, reward={cfg.reward.name}, "
+                  f"advantage={cfg.advantage.mode}, map={cfg.psm.source}:{cfg.backbone.name})", flush=True)
+        if self.start == 0 and cfg.eval.every > 0 and dist.is_main():
+            append_jsonl(self.metrics_path, {"iteration": -1, **self.evaluate(-1)})
+        last_eval: dict = {}
+        for it in range(self.start, t.iterations):
+            record, images, maps = self.iteration(it)
+            final = it == t.iterations - 1
+            evaluated = final or (cfg.eval.every > 0 and (it + 1) % cfg.eval.every == 0)
+            if evaluated:
+                last_eval = self.evaluate(it)
+                record.update(last_eval)
+                if maps is not None and cfg.eval.grid_samples > 0 and dist.is_main():
+                    n = cfg.eval.grid_samples
+                    save_map_grid(images[:n], maps[:n], self.run_dir / f"images/maps_it{it:05d}.png", nrow=8, scale=2)
+            if dist.is_main():
+                append_jsonl(self.metrics_path, record)
+                self.logger.log(record, step=it)
+                if it % t.log_every == 0 or final:
+                    self._print(record, t.iterations)
+            if final or (it + 1) % t.checkpoint_every == 0:
+                self._save(it)
+            if evaluated and self.on_eval is not None:
+                self.on_eval(it, last_eval)
+        summary = self._summary(last_eval, time.perf_counter() - t0)
+        if dist.is_main():
+            atomic_write_json(self.run_dir / "summary.json", summary)
+            self.logger.finish()
+            print(f"[vipo] done: {self.run_dir}/summary.json", flush=True)
+        return summary
+
+    def _print(self, r: dict, total: int) -> None:
+        ev = "  ".join(f"{k[5:]} {v:.3f}" for k, v in r.items() if k.startswith("eval/"))
+        print(f"[vipo] it {r['iteration'] + 1:4d}/{total}  reward {r['reward_mean']:.4f} ± {r['reward_std']:.4f}  "
+              f"clipfrac {r['clipfrac']:.3f}  kl {r['approx_kl']:.1e}  |  {r['time_iter']:.2f}s "
+              f"(sample {r['time_sample']:.2f} reward {r['time_reward']:.2f} map {r['time_map']:.2f} "
+              f"update {r['time_update']:.2f})" + (f"  |  eval: {ev}" if ev else ""), flush=True)
+
+    def _summary(self, last_eval: dict, seconds: float) -> dict:
+        rows = [r for r in read_jsonl(self.metrics_path) if r["iteration"] >= 0]
+        cfg = self.cfg
+        return {
+            "run_id": self.run_dir.name, "experiment": cfg.experiment, "status": "complete",
+            "generator": cfg.generator.name, "reward": cfg.reward.name, "backbone": cfg.backbone.name,
+            "advantage_mode": cfg.advantage.mode, "map_source": cfg.psm.source,
+            "logprob_reduction": cfg.sde.logprob_reduction, "seed": cfg.train.seed,
+            "iterations": cfg.train.iterations, "tags": cfg.tags,
+            "train_reward_first": rows[0]["reward_mean"] if rows else None,
+            "train_reward_last": rows[-1]["reward_mean"] if rows else None,
+            "seconds_per_iteration": (sum(r["time_iter"] for r in rows) / len(rows)) if rows else None,
+            "wall_seconds_this_session": seconds, **last_eval,
+        }
+
+
+def run(cfg: Config, raw: Optional[dict] = None) -> dict:
+    """Train as configured; returns the summary. Raises ``NonFiniteError`` on NaN rewards or losses."""
+    trainer = Trainer(cfg, raw if raw is not None else asdict(cfg))
+    try:
+        return trainer.run()
+    except NonFiniteError as e:
+        if dist.is_main():
+            atomic_write_json(trainer.run_dir / "failed.json", {"error": str(e)})
+        raise
