@@ -134,7 +134,8 @@ def random_imagereward_state_dict(seed=0, v_width=32, v_layers=2, patch=4, image
     sd[te + "embeddings.word_embeddings.weight"] = r(vocab, t_width)
     sd[te + "embeddings.position_embeddings.weight"] = r(max_pos, t_width)
     sd[te + "embeddings.position_ids"] = torch.arange(max_pos)[None]
-    sd[te + "embeddings.LayerNorm.weight"], sd[te + "embeddings.LayerNorm.bias"] = 1 + r(t_width, s=.1), r(t_width, s=.1)
+    sd[te + "embeddings.LayerNorm.weight"] = 1 + r(t_width, s=0.1)
+    sd[te + "embeddings.LayerNorm.bias"] = r(t_width, s=0.1)
     for i in range(t_layers):
         p = f"{te}encoder.layer.{i}."
         for att, kv_width in (("attention.", t_width), ("crossattention.", v_width)):
@@ -179,7 +180,8 @@ def med_bert_forward(sd, ids, mask, image_embeds, heads):
     """BLIP's med BertModel, multimodal mode: post-norm layers of self-attention (padding mask -10000),
     cross-attention to all image tokens, GELU feed-forward; returns last hidden states [B, L, D]."""
     te = "blip.text_encoder."
-    x = sd[te + "embeddings.word_embeddings.weight"][ids] + sd[te + "embeddings.position_embeddings.weight"][:ids.shape[1]]
+    x = sd[te + "embeddings.word_embeddings.weight"][ids]  # [B, L, D]
+    x = x + sd[te + "embeddings.position_embeddings.weight"][:ids.shape[1]]
     x = _ln(x, sd, te + "embeddings.LayerNorm", 1e-12)
     pad = ((1.0 - mask[:, None, None, :].float()) * -10000.0)  # [B, 1, 1, L]
     layers = len({k.split(".")[4] for k in sd if k.startswith(te + "encoder.layer.")})
@@ -195,7 +197,8 @@ def med_bert_forward(sd, ids, mask, image_embeds, heads):
         x = attend(x, x, p + "attention.", pad)
         x = attend(x, image_embeds, p + "crossattention.", None)
         h = F.gelu(x @ sd[p + "intermediate.dense.weight"].T + sd[p + "intermediate.dense.bias"])
-        x = _ln(h @ sd[p + "output.dense.weight"].T + sd[p + "output.dense.bias"] + x, sd, p + "output.LayerNorm", 1e-12)
+        h = h @ sd[p + "output.dense.weight"].T + sd[p + "output.dense.bias"]
+        x = _ln(h + x, sd, p + "output.LayerNorm", 1e-12)
     return x
 
 

@@ -37,11 +37,11 @@ def test_default_is_vipo_on_toy_redness():
     ("train.lr=fast", "train.lr must be a number"),
     ("train.iterations=2.5", "train.iterations must be an integer"),
     ("advantage.mode=magic", "advantage.mode='magic'; choose one of"),
-    ("sde.kind=ode", "sde.kind='ode'"),
+    ("sde.kind=langevin", "sde.kind='langevin'"),
     ("+generator.guidanse_scale=2", "unknown key 'generator.guidanse_scale' for generator 'toy'"),
     ("reward.name=nope", "reward.name='nope' is not a registered reward"),
     ("train.group_size=1", "train.group_size must be >= 2"),
-    ("advantage=grpo", "advantage.mode=scalar needs sde.logprob_reduction=sample"),
+    ("advantage.mode=scalar", "advantage.mode=scalar needs sde.logprob_reduction=sample"),
     ("train.lrr=1", "train.lrr"),  # hydra itself refuses to override a missing key; the message names it
     ("+foo=1", "unknown top-level key 'foo'"),
 ])

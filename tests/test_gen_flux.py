@@ -28,7 +28,7 @@ def test_velocity_shape_dtype_and_bad_shapes(gen, cond):
     assert v.shape == x.shape and v.dtype == torch.float32 and torch.isfinite(v).all()
     with pytest.raises(ValueError, match="latents must be"):
         gen.velocity(torch.randn(2, 64, 8, 8), torch.full((2,), 0.7), cond)  # packed-like channels
-    with pytest.raises(ValueError, match="even"):
+    with pytest.raises(ValueError, match="multiples of 2"):
         gen.velocity(torch.randn(2, 16, 15, 16), torch.full((2,), 0.7), cond)
     with pytest.raises(ValueError, match="multiples of 16"):
         tiny_flux(height=120)
@@ -37,7 +37,8 @@ def test_velocity_shape_dtype_and_bad_shapes(gen, cond):
 def test_pack_round_trip_and_match_diffusers():
     from diffusers import FluxPipeline
 
-    from vipo.generators.flux import image_ids, pack_2x2, unpack_2x2
+    from vipo.generators.flux import image_ids
+    from vipo.psm import pack_2x2, unpack_2x2
 
     x = torch.randn(3, 16, 6, 10)
     tokens = pack_2x2(x)
@@ -62,7 +63,7 @@ def test_map_packs_like_latents_and_hot_region_lands_on_its_tokens(gen):
     hot = sorted(torch.nonzero(packed[0].sum(-1)).flatten().tolist())
     assert hot == [2 * 8 + 3, 2 * 8 + 4, 3 * 8 + 3, 3 * 8 + 4]
     assert torch.all(packed[0, hot] == 1.0)  # all four 2x2 slots of those tokens are hot
-    from vipo.generators.flux import pack_2x2
+    from vipo.psm import pack_2x2
 
     lat = maps.unsqueeze(1).expand(2, 16, 16, 16)  # the same region hot in every latent channel
     lat_tokens = pack_2x2(lat).view(2, 64, 16, 4)  # [B, tokens, C, 2x2 slot]
@@ -184,5 +185,30 @@ def test_from_pretrained_folder(tmp_path, cond):
     x, s = torch.randn(1, 16, 16, 16), torch.full((1,), 0.3)
     v = g.velocity(x, s, g.encode_prompts(PROMPTS[:1]))
     assert torch.allclose(v, ref.velocity(x, s, ref.encode_prompts(PROMPTS[:1])), atol=1e-5)
+    assert g.shift is None  # FLUX.1-dev scheduler: dynamic (resolution-dependent) shifting
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    FlowMatchEulerDiscreteScheduler(shift=1.0).save_pretrained(folder + "/scheduler")  # like FLUX.1-schnell
+    assert GENERATORS.build("flux", path_or_id=folder, height=128, width=128, lora_rank=4).shift == 1.0
     with pytest.raises(FileNotFoundError, match="no/such/flux"):
         GENERATORS.build("flux", path_or_id="/no/such/flux")
+
+
+def test_prompt_cache_is_lru_bounded():
+    from vipo.generators._diffusers_utils import PromptCache
+
+    calls = []
+
+    def encode(ps):
+        calls.append(list(ps))
+        return {"e": torch.tensor([[float(len(p))] for p in ps])}  # [B, 1]: the prompt's length
+
+    cache = PromptCache(encode, max_prompts=2)
+    assert cache.get(["ab", "abc"])["e"].flatten().tolist() == [2.0, 3.0]
+    assert cache.get(["ab"])["e"].flatten().tolist() == [2.0]  # hit; "ab" becomes the most recent
+    cache.get(["abcd"])  # evicts "abc", the least recently used
+    assert list(cache.store) == ["ab", "abcd"]
+    cache.get(["abc", "ab"])
+    assert calls == [["ab", "abc"], ["abcd"], ["abc"]]
+    with pytest.raises(ValueError):
+        cache.get([])

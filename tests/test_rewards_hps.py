@@ -10,7 +10,7 @@ from _scorer_refs import open_clip_encode_image, open_clip_encode_text, random_o
 from vipo.rewards import REWARDS
 from vipo.rewards.clip_utils import (OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, CLIPBPETokenizer, byte_to_unicode,
                                      resize_longest_and_pad, write_bpe_files)
-from vipo.rewards.hps import HPSv21, clip_model_from_open_clip
+from vipo.rewards.hps import HPSv21, clip_model_from_open_clip, convert_hps_checkpoint
 
 MERGES = [("c", "a"), ("ca", "t</w>"), ("d", "o"), ("do", "g</w>"), ("t", "h"), ("th", "e</w>"), ("a", "n"),
           ("an", "d</w>")]
@@ -48,9 +48,17 @@ def test_tokenizer_matches_transformers_clip_tokenizer(bpe_dir, tok):
     from transformers import CLIPTokenizer
 
     hf = CLIPTokenizer.from_pretrained(bpe_dir)
-    for text in ["a photo of 3 cats, isn't it?", "Café à la crème", "the dog and the cat", "x " * 30]:
+    for text in ["a photo of 3 cats, isn't it?", "Café à la crème", "the dog and the cat", "x " * 30,
+                 "cat<|endoftext|>dog", "tab\tand\nnew line   more"]:
         ref = hf(text, truncation=True, max_length=16)["input_ids"]
         assert tok([text])[0].tolist() == ref + [0] * (16 - len(ref))
+
+
+def test_tokenizer_cleans_text_like_open_clip(tok):
+    """open_clip unescapes HTML (twice) and collapses whitespace before BPE; transformers does not unescape."""
+    assert torch.equal(tok(["a &amp;amp; b"]), tok(["a & b"]))
+    assert torch.equal(tok(["  The\tCAT\n"]), tok(["the cat"]))
+    assert tok(["<end_of_text>"])[0, :3].tolist() == [SOT, EOT, EOT]
 
 
 def test_tokenizer_from_open_clip_gz_equals_vocab_json(tmp_path, tok):
@@ -186,3 +194,15 @@ def test_hps_end_to_end_from_official_layout_file(tmp_path, bpe_dir):
         txt = open_clip_encode_text(sd32, scorer.tokenizer(prompts), heads=2)
     ref = torch.nn.functional.cosine_similarity(img, txt, dim=-1)
     torch.testing.assert_close(scorer(images, prompts), ref, atol=1e-5, rtol=1e-5)
+    # converted once and saved as a transformers folder, it loads back to the same scores
+    folder = convert_hps_checkpoint(str(tmp_path), str(tmp_path / "hf"))
+    again = HPSv21(folder, tokenizer_path_or_id=bpe_dir, quantize=False)
+    torch.testing.assert_close(again(images, prompts), ref, atol=1e-5, rtol=1e-5)
+
+
+def test_hps_is_differentiable_without_quantisation(tok):
+    scorer = HPSv21.from_model(clip_model_from_open_clip(random_open_clip_state_dict(), 16, 16), tok,
+                               quantize=False)
+    images = torch.rand(2, 3, 20, 16, requires_grad=True)
+    scorer(images, ["the cat", "the dog"]).sum().backward()
+    assert torch.isfinite(images.grad).all() and images.grad.abs().sum() > 0

@@ -75,3 +75,24 @@ for name, reg, obj in [("tiny_test", GENERATORS, TinyGenerator), ("tiny_test", B
                        ("nan_after", REWARDS, NaNAfter)]:
     if name not in reg:
         reg.register(name)(obj)
+
+
+class KillSwitch(Reward):
+    """Mean red-minus-rest reward that SIGKILLs its own process on call number $VIPO_TEST_KILL_AT (if set)."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = 0
+
+    def score(self, images, prompts):
+        import os
+        import signal
+
+        self.calls += 1
+        if os.environ.get("VIPO_TEST_KILL_AT") == str(self.calls):
+            os.kill(os.getpid(), signal.SIGKILL)
+        return images[:, 0].mean(dim=(1, 2)) - images[:, 1:].mean(dim=(1, 2, 3))  # [B]
+
+
+if "kill_switch" not in REWARDS:
+    REWARDS.register("kill_switch")(KillSwitch)

@@ -22,7 +22,7 @@ from torch import Tensor
 
 from vipo.registry import Registry
 
-PCA_SOLVERS: Registry[Callable[[Tensor, Tensor, int], tuple[Tensor, Tensor]]] = Registry("pca solver")
+PCA_SOLVERS: Registry[Callable[[Tensor, int], tuple[Tensor, Tensor]]] = Registry("pca solver")
 ORIENTATIONS: Registry[Callable[[Tensor], Tensor]] = Registry("psm orientation")
 AGGREGATIONS: Registry[Callable[[Tensor, Tensor], Tensor]] = Registry("psm aggregation")
 NORMALIZERS: Registry[Callable[[Tensor], Tensor]] = Registry("psm normalisation")
@@ -54,52 +54,67 @@ class PSMConfig:
 
 
 # ----------------------------------------------------------------------------------- PCA
+# A solver maps features x [B, N, C] and k to (scores [B, N, k], loadings [B, C, k]) of x centred
+# per image, components sorted by decreasing variance, with arbitrary signs.
 @PCA_SOLVERS.register("exact")
-def _pca_exact(x: Tensor, mu: Tensor, k: int) -> tuple[Tensor, Tensor]:
-    """Thin SVD of the centred features in float64. -> scores [B, N, k], loadings [B, C, k]."""
-    u, s, vh = torch.linalg.svd((x - mu).double(), full_matrices=False)  # [B,N,r] [B,r] [B,r,C]
+def _pca_exact(x: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """Thin SVD of the centred features in float64."""
+    u, s, vh = torch.linalg.svd((x - x.mean(1, keepdim=True)).double(), full_matrices=False)  # [B,N,r] [B,r] [B,r,C]
     return (u[..., :k] * s[:, None, :k]).float(), vh[:, :k].mT.float()
 
 
 @PCA_SOLVERS.register("randomized")
-def _pca_randomized(x: Tensor, mu: Tensor, k: int, oversample: int = 10, niter: int = 3) -> tuple[Tensor, Tensor]:
-    """Block power iteration (Halko et al.) on the implicitly centred features, fixed seed.
-    Each iteration reads x twice; the centred copy x - mu is never materialised."""
+def _pca_randomized(x: Tensor, k: int, oversample: int = 10, niter: int = 2) -> tuple[Tensor, Tensor]:
+    """Randomized subspace iteration (Halko et al. 2011, alg. 4.4) with a fixed seed. The centred
+    copy of x is never formed: x is read 2 * niter + 1 times (the mean rides on the first pass)."""
     B, N, C = x.shape
-    q = min(k + oversample, N, C)
     g = torch.Generator(device=x.device).manual_seed(0)
-    basis = torch.randn(B, C, q, generator=g, device=x.device)  # [B, C, q]
-    for _ in range(niter):
+    basis = torch.randn(B, C, min(k + oversample, N, C), generator=g, device=x.device)  # [B, C, q]
+    ones = x.new_ones(B, N, 1)  # [B, N, 1]
+    y = x @ basis  # [B, N, q] raw projections (mean not yet known)
+    w = (torch.cat([y, ones], -1).mT @ x).mT  # [B, C, q + 1] = x^T [y, 1] in one pass
+    mu = w[..., -1:].mT / N  # [B, 1, C]
+    w = w[..., :-1] - N * mu.mT @ (mu @ basis)  # [B, C, q] = (x - mu)^T (x - mu) basis
+    for i in range(niter):
+        basis = torch.linalg.qr(w).Q  # [B, C, q]
         y = x @ basis - mu @ basis  # [B, N, q] = (x - mu) basis
-        basis = torch.linalg.qr(x.mT @ y - mu.mT @ y.sum(1, keepdim=True)).Q  # [B, C, q] = orth((x - mu)^T y)
-    y = x @ basis - mu @ basis  # [B, N, q]
-    u, s, wh = torch.linalg.svd(y, full_matrices=False)  # [B,N,q] [B,q] [B,q,q]
-    return u[..., :k] * s[:, None, :k], basis @ wh[:, :k].mT  # [B, N, k], [B, C, k]
+        if i < niter - 1:
+            w = (y.mT @ x).mT  # [B, C, q]; columns of y sum to 0, so this is (x - mu)^T y
+    _, rot = torch.linalg.eigh((y.mT @ y).double())  # Rayleigh-Ritz on the [B, q, q] Gram, ascending
+    rot = rot[..., -k:].flip(-1).float()  # [B, q, k] top-k eigenvectors, descending
+    return y @ rot, basis @ rot  # [B, N, k], [B, C, k]
 
 
-def pca(feats: Tensor, k: int, *, solver: str = "auto") -> tuple[Tensor, Tensor]:
-    """Batched PCA. feats [B, N, C] -> (scores [B, N, k], explained variance ratio [B, k]), float32.
-
-    Each image is centred on its own mean. ``solver="auto"`` is exact when max(N, C) <= 500 (as in
-    scikit-learn), randomized otherwise. Images whose features vary by less than ~1e-6 of their
-    magnitude are treated as constant: scores 0, ratio 0.
-    """
+def _scores(feats: Tensor, k: int, solver: str) -> tuple[Tensor, Tensor]:
+    """Signed, sorted PCA scores [B, N, k] and their sums of squares [B, k] (0 for constant images)."""
     if feats.ndim != 3:
         raise ValueError(f"feats must be [B, N, C], got shape {tuple(feats.shape)}")
     B, N, C = feats.shape
     if not 1 <= k <= min(N, C):
         raise ValueError(f"k={k} must be in [1, min(N={N}, C={C})]")
     x = feats.float()
-    mu = x.mean(1, keepdim=True)  # [B, 1, C]
-    total = (x - mu).square().sum((1, 2))  # [B] total variance (times N)
-    flat = total <= 1e-12 * (total + N * mu.square().sum((1, 2)))  # [B] spread <= 1e-6 of magnitude
     name = ("exact" if max(N, C) <= 500 else "randomized") if solver == "auto" else solver
-    scores, loadings = PCA_SOLVERS.get(name)(x, mu, k)  # [B, N, k], [B, C, k]
+    scores, loadings = PCA_SOLVERS.get(name)(x, k)  # [B, N, k], [B, C, k]
     top = loadings.abs().argmax(1, keepdim=True)  # [B, 1, k]
-    sign = torch.where(loadings.gather(1, top) < 0, -1.0, 1.0)  # [B, 1, k]
-    scores = torch.where(flat[:, None, None], 0.0, scores * sign)  # [B, N, k]
-    evr = torch.where(flat[:, None], 0.0, scores.square().sum(1) / total.clamp_min(1e-30)[:, None])  # [B, k]
-    return scores, evr
+    scores = scores * torch.where(loadings.gather(1, top) < 0, -1.0, 1.0)  # sklearn's svd_flip signs
+    power = scores.square().sum(1)  # [B, k] = N * variance along each component
+    # constant image: its leading spread is below 1e-5 of the features' magnitude (fp32 round-off)
+    scale = N * x[:, :1].square().sum((1, 2)) + power[:, 0]  # [B] ~ |x|^2, from one token
+    flat = power[:, 0] <= 1e-10 * scale  # [B]
+    return torch.where(flat[:, None, None], 0.0, scores), torch.where(flat[:, None], 0.0, power)
+
+
+def pca(feats: Tensor, k: int, *, solver: str = "auto") -> tuple[Tensor, Tensor]:
+    """Batched PCA. feats [B, N, C] -> (scores [B, N, k], explained variance ratio [B, k]), float32.
+
+    Each image is centred on its own mean; the ratio is relative to the image's total variance.
+    ``solver``: "exact" (thin SVD), "randomized" (subspace iteration, for large inputs) or "auto":
+    exact when max(N, C) <= 500, as in scikit-learn. Constant images give scores 0 and ratio 0.
+    """
+    scores, power = _scores(feats, k, solver)  # [B, N, k], [B, k]
+    x = feats.float()
+    total = (x - x.mean(1, keepdim=True)).square().sum((1, 2))  # [B]
+    return scores, power / total.clamp_min(1e-30)[:, None]
 
 
 # ----------------------------------------------------------------------------------- map stages
@@ -131,20 +146,22 @@ def _none(z: Tensor) -> Tensor:
     return z
 
 
+# An aggregation maps oriented components z [B, k, h, w] in [0, 1] and per-component variances
+# [B, k] (EVR or anything proportional to it) to one map [B, h, w].
 @AGGREGATIONS.register("variance")
-def _variance(z: Tensor, evr: Tensor) -> Tensor:
-    """sum_j lambda_j z_j with lambda = EVR renormalised to sum 1 (uniform if all 0): stays in [0, 1]."""
-    w = torch.where(evr.sum(-1, keepdim=True) > 0, evr, 1.0)  # [B, k]
-    return (z * (w / w.sum(-1, keepdim=True))[..., None, None]).sum(1)  # [B, h, w]
+def _variance(z: Tensor, var: Tensor) -> Tensor:
+    """sum_j lambda_j z_j, lambda = EVR renormalised to sum 1 (uniform if all 0): stays in [0, 1]."""
+    lam = torch.where(var.sum(-1, keepdim=True) > 0, var, 1.0)  # [B, k]
+    return (z * (lam / lam.sum(-1, keepdim=True))[..., None, None]).sum(1)  # [B, h, w]
 
 
 @AGGREGATIONS.register("mean")
-def _mean(z: Tensor, evr: Tensor) -> Tensor:
+def _mean(z: Tensor, var: Tensor) -> Tensor:
     return z.mean(1)  # [B, h, w]
 
 
 @AGGREGATIONS.register("first")
-def _first(z: Tensor, evr: Tensor) -> Tensor:
+def _first(z: Tensor, var: Tensor) -> Tensor:
     return z[:, 0]  # [B, h, w]
 
 
@@ -191,13 +208,13 @@ def build_maps(feats: Tensor, grid: tuple[int, int], cfg: PSMConfig | None = Non
     if len(grid) != 2 or min(grid) < 1:
         raise ValueError(f"grid must be (H, W) with positive sizes, got {grid!r}")
     B, h, w, C = feats.shape
-    scores, evr = pca(feats.reshape(B, h * w, C), cfg.k, solver=cfg.pca_solver)  # [B, N, k], [B, k]
-    bad = ~torch.isfinite(evr).all(-1)  # [B]
+    scores, power = _scores(feats.reshape(B, h * w, C), cfg.k, cfg.pca_solver)  # [B, N, k], [B, k]
+    bad = ~torch.isfinite(power).all(-1)  # [B]
     if bool(bad.any()):
         raise ValueError(f"non-finite features (NaN/inf) in images {bad.nonzero().flatten().tolist()}")
     z = minmax(scores.mT.reshape(B, cfg.k, h, w), (-2, -1))  # [B, k, h, w] in [0, 1]
     z = ORIENTATIONS.get(cfg.orientation)(z)
-    s = AGGREGATIONS.get(cfg.aggregation)(z, evr)  # [B, h, w]
+    s = AGGREGATIONS.get(cfg.aggregation)(z, power)  # [B, h, w]; power is proportional to the EVR
     s = gaussian_blur1d(gaussian_blur1d(s, cfg.blur_sigma, -2), cfg.blur_sigma, -1)
     m = F.interpolate(s[:, None], size=tuple(grid), mode="bilinear", align_corners=False, antialias=True)
     return finish(m[:, 0], cfg.normalize)  # [B, H, W]

@@ -93,15 +93,17 @@ def plan(ablation: str, seeds: Sequence[int], extra: Sequence[str], root: Path |
     return cells
 
 
-def _command(cell: Cell, ablation: str, extra: Sequence[str]) -> list[str]:
+def _command(cell: Cell, ablation: str, extra: Sequence[str], runner: Sequence[str]) -> list[str]:
     args = cell_overrides(cell, ablation, cell.run_dir.parent, extra)
     if (cell.run_dir / "checkpoints" / "last.pt").exists():
         args = [f"resume={cell.run_dir}"]
-    return [sys.executable, str(ROOT / "train.py"), *args]
+    return [*runner, *args]
 
 
 def run_sweep(ablation: str, seeds: Sequence[int], extra: Sequence[str] = (), workers: int = 1,
-              root: Path | None = None, threads: int = 1) -> list[Cell]:
+              root: Path | None = None, threads: int = 1, runner: Sequence[str] | None = None) -> list[Cell]:
+    """Run every unfinished cell; ``runner`` is the command line that trains one cell (default: train.py)."""
+    runner = list(runner or [sys.executable, str(ROOT / "train.py")])
     cells = plan(ablation, seeds, extra, root)
     todo = [c for c in cells if not (c.run_dir / "summary.json").exists()]
     print(f"[sweep] {ablation}: {len(cells)} runs, {len(cells) - len(todo)} done, {len(todo)} to run "
@@ -115,7 +117,7 @@ def run_sweep(ablation: str, seeds: Sequence[int], extra: Sequence[str] = (), wo
             cell = queue.pop(0)
             cell.run_dir.mkdir(parents=True, exist_ok=True)
             log = cell.run_dir / "train.log"
-            proc = subprocess.Popen(_command(cell, ablation, extra), cwd=ROOT, env=env,
+            proc = subprocess.Popen(_command(cell, ablation, extra, runner), cwd=ROOT, env=env,
                                     stdout=open(log, "a"), stderr=subprocess.STDOUT)
             running.append((cell, proc, log))
             print(f"[sweep] start {cell.run_dir.name}  (log: {log})", flush=True)

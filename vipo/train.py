@@ -9,6 +9,7 @@ checkpoint repeats exactly what the uninterrupted run would have done.
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import time
 from dataclasses import asdict
@@ -59,6 +60,17 @@ def lr_lambda(cfg: Config):
     return f
 
 
+def build_on(registry, component, device: torch.device):
+    """Build a registered component; constructors that take ``device`` load straight onto it."""
+    import inspect
+
+    kwargs = dict(component.kwargs)
+    target = registry.get(component.name)
+    if "device" in inspect.signature(target).parameters and "device" not in kwargs:
+        kwargs["device"] = device
+    return target(**kwargs).to(device)
+
+
 def new_run_dir(cfg: Config) -> Path:
     run_id = cfg.run_id or f"{cfg.experiment}-{datetime.now():%Y%m%d-%H%M%S}-s{cfg.train.seed}"
     run_dir = Path(cfg.results_root) / run_id
@@ -92,10 +104,10 @@ class Trainer:
         from vipo.backbones import BACKBONES
         from vipo.rewards import REWARDS
 
-        self.generator = GENERATORS.build(cfg.generator.name, **cfg.generator.kwargs).to(self.device)
-        self.reward = REWARDS.build(cfg.reward.name, **cfg.reward.kwargs).to(self.device)
+        self.generator = build_on(GENERATORS, cfg.generator, self.device)
+        self.reward = build_on(REWARDS, cfg.reward, self.device)
         needs_backbone = cfg.advantage.mode != "scalar" and cfg.psm.source == "backbone"
-        self.backbone = BACKBONES.build(cfg.backbone.name, **cfg.backbone.kwargs).to(self.device) if needs_backbone else None
+        self.backbone = build_on(BACKBONES, cfg.backbone, self.device) if needs_backbone else None
         self.evaluators = {m: EVALUATORS.build(m, reward=self.reward) for m in cfg.eval.metrics}
         self.prompts = load_prompts(cfg.train.prompts)
         self.named = {n: p for n, p in self.generator.named_parameters() if p.requires_grad}
@@ -247,6 +259,9 @@ class Trainer:
     def run(self) -> dict:
         cfg, t = self.cfg, self.cfg.train
         t0 = time.perf_counter()
+        if self.start >= t.iterations and (self.run_dir / "summary.json").exists():
+            print(f"[vipo] {self.run_dir} is already complete", flush=True)
+            return json.loads((self.run_dir / "summary.json").read_text())
         if dist.is_main():
             print(f"[vipo] run folder: {self.run_dir}  ({cfg.generator.name}, reward={cfg.reward.name}, "
                   f"advantage={cfg.advantage.mode}, map={cfg.psm.source}:{cfg.backbone.name})", flush=True)
@@ -272,6 +287,8 @@ class Trainer:
                 self._save(it)
             if evaluated and self.on_eval is not None:
                 self.on_eval(it, last_eval)
+        if not last_eval and self.start >= t.iterations:  # crashed between the last checkpoint and the summary
+            last_eval = self.evaluate(t.iterations - 1)
         summary = self._summary(last_eval, time.perf_counter() - t0)
         if dist.is_main():
             atomic_write_json(self.run_dir / "summary.json", summary)

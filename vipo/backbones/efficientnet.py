@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import torch
 
-from vipo.backbones._common import IMAGENET_MEAN, IMAGENET_STD, FrozenBackbone, check_images, freeze, prepare, resolve_dtype
+from vipo.backbones._common import (
+    IMAGENET_MEAN, IMAGENET_STD, FrozenBackbone, check_images, freeze, prepare, resolve_dtype,
+)
 from vipo.backbones.base import Backbone
 
 STRIDES = (2, 4, 8, 16, 16, 32, 32)  # output stride after each of the 7 MBConv stages

@@ -1,15 +1,15 @@
 """Shared plumbing for the diffusers-backed generators (FLUX, SD3.5, Wan2.1).
 
 Kept small on purpose: path checks, dtype parsing, the per-prompt embedding cache, classifier-free
-guidance, the schedules (from ``vipo.sde``, with a private fallback while that module is young), and
-turning VAE output into ``[0, 1]`` float32 images.
+guidance, turning VAE output into ``[0, 1]`` float32 images, and
+``DiffusersGenerator``, the mixin with what the three adapters share.
 """
 
 from __future__ import annotations
 
-import math
 import os
-from typing import Callable, Dict, Iterable, List, Optional, Sequence
+from collections import OrderedDict
+from typing import Callable, Dict, List, Sequence
 
 import torch
 from torch import nn
@@ -64,23 +64,32 @@ def freeze(module: nn.Module) -> nn.Module:
 
 # ----------------------------------------------------------------------------- prompts
 class PromptCache:
-    """prompt -> dict of unbatched tensors. ``get`` encodes only prompts it has not seen."""
+    """prompt -> dict of unbatched tensors, least recently used first out. ``get`` encodes only the
+    prompts it does not hold. ``max_prompts`` bounds memory (a FLUX T5 embedding is 4 MiB in bf16);
+    0 keeps everything."""
 
-    def __init__(self, encode_fn: Callable[[List[str]], Tensors]):
+    def __init__(self, encode_fn: Callable[[List[str]], Tensors], max_prompts: int = 256):
         self.encode_fn = encode_fn  # list of prompts -> dict of batch-first tensors
-        self.store: Dict[str, Tensors] = {}
+        self.max_prompts = max_prompts
+        self.store: "OrderedDict[str, Tensors]" = OrderedDict()
 
     @torch.no_grad()
     def get(self, prompts: Sequence[str], device: torch.device | None = None) -> Tensors:
         if isinstance(prompts, str):
             raise TypeError("encode_prompts takes a sequence of prompts, not a single string")
+        if len(prompts) == 0:
+            raise ValueError("encode_prompts needs at least one prompt")
         missing = list(dict.fromkeys(p for p in prompts if p not in self.store))
         if missing:
-            out = self.encode_fn(missing)
+            enc = self.encode_fn(missing)
             for i, p in enumerate(missing):
-                self.store[p] = {k: v[i].detach() for k, v in out.items()}
-        keys = self.store[prompts[0]].keys()
-        return {k: torch.stack([self.store[p][k] for p in prompts]).to(device) for k in keys}
+                self.store[p] = {k: v[i].detach().clone() for k, v in enc.items()}
+        out = {k: torch.stack([self.store[p][k] for p in prompts]) for k in self.store[prompts[0]]}  # [B, ...]
+        for p in prompts:
+            self.store.move_to_end(p)
+        while self.max_prompts and len(self.store) > self.max_prompts:
+            self.store.popitem(last=False)
+        return out if device is None else {k: v.to(device) for k, v in out.items()}
 
     def clear(self) -> None:
         self.store.clear()
@@ -126,35 +135,6 @@ def cfg_combine(
     return v_u + scale * (v_c - v_u)
 
 
-# ----------------------------------------------------------------------------- schedules
-def static_shift_sigmas(num_steps: int, shift: float) -> torch.Tensor:
-    """[num_steps + 1] sigmas: linspace(1, 0) then ``a t / (1 + (a - 1) t)`` (SD3, Wan, DanceGRPO)."""
-    try:
-        from vipo.sde import sigma_schedule
-    except ImportError:  # vipo.sde not written yet: same formula, privately
-        t = torch.linspace(1.0, 0.0, num_steps + 1, dtype=torch.float64)
-        return (shift * t / (1 + (shift - 1) * t)).float()
-    return sigma_schedule(num_steps, shift).float()
-
-
-def flux_mu(image_seq_len: int, base_seq_len: int = 256, max_seq_len: int = 4096,
-            base_shift: float = 0.5, max_shift: float = 1.15) -> float:
-    """FLUX's resolution-dependent shift exponent (diffusers ``calculate_shift``)."""
-    m = (max_shift - base_shift) / (max_seq_len - base_seq_len)
-    return image_seq_len * m + base_shift - m * base_seq_len
-
-
-def flux_sigmas(num_steps: int, image_seq_len: int) -> torch.Tensor:
-    """[num_steps + 1] sigmas of FLUX.1-dev: ``e^mu / (e^mu + 1/t - 1)`` on linspace(1, 0)."""
-    try:
-        from vipo.sde import flux_sigma_schedule
-    except ImportError:
-        t = torch.linspace(1.0, 0.0, num_steps + 1, dtype=torch.float64)
-        a = math.exp(flux_mu(image_seq_len))
-        return (a * t / (1 + (a - 1) * t)).float()  # same map as e^mu / (e^mu + 1/t - 1)
-    return flux_sigma_schedule(num_steps, image_seq_len).float()
-
-
 # ----------------------------------------------------------------------------- images
 def to_unit_range(x: torch.Tensor) -> torch.Tensor:
     """VAE output in [-1, 1] -> float32 in [0, 1]."""
@@ -163,10 +143,6 @@ def to_unit_range(x: torch.Tensor) -> torch.Tensor:
 
 def module_device(module: nn.Module) -> torch.device:
     return next(module.parameters()).device
-
-
-def frozen_modules(mods: Iterable[Optional[nn.Module]]) -> List[nn.Module]:
-    return [m for m in mods if m is not None]
 
 
 # ----------------------------------------------------------------------------- common base
@@ -181,11 +157,13 @@ class DiffusersGenerator:
     vae: nn.Module
     text_encoders: nn.ModuleList
 
-    def _place(self, dtype: torch.dtype, device: str | torch.device) -> None:
-        """Move every component to ``device``/``dtype`` and freeze the encoders and the VAE."""
-        self.dtype = dtype
-        for m in [self.transformer, self.vae, *self.text_encoders]:
+    def _place(self, dtype: torch.dtype, device: str | torch.device, vae_dtype: torch.dtype) -> None:
+        """Move every component to ``device``, cast the transformer and text encoders to ``dtype`` and
+        the VAE to ``vae_dtype``; freeze the encoders and the VAE."""
+        self.dtype, self.vae_dtype = dtype, vae_dtype
+        for m in [self.transformer, *self.text_encoders]:
             cast(m, dtype).to(device)
+        cast(self.vae, vae_dtype).to(device)
         for m in [self.vae, *self.text_encoders]:
             freeze(m)
 
@@ -209,8 +187,13 @@ class DiffusersGenerator:
     def device(self) -> torch.device:
         return module_device(self.transformer)
 
-    def _check_latents(self, latents: torch.Tensor) -> None:
+    def _check_latents(self, latents: torch.Tensor, multiple: int = 1) -> None:
+        """Unpacked layout with the right channels and rank; height and width divisible by ``multiple``
+        (the transformer's patch size). Other resolutions than the configured one are allowed."""
         want = tuple(self.latent_shape())  # type: ignore[attr-defined]
         if latents.ndim != len(want) + 1 or latents.shape[1] != want[0]:
             raise ValueError(f"{type(self).__name__}: latents must be [B, {', '.join(map(str, want))}] "
                              f"(unpacked layout), got {list(latents.shape)}")
+        if latents.shape[-2] % multiple or latents.shape[-1] % multiple:
+            raise ValueError(f"{type(self).__name__}: latent height/width must be multiples of {multiple} "
+                             f"(patch size), got {list(latents.shape)}")

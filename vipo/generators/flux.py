@@ -22,33 +22,12 @@ import torch
 from torch import nn
 
 from vipo.generators._diffusers_utils import (
-    DiffusersGenerator, PromptCache, check_pretrained, clip_max_length, flux_sigmas, resolve_dtype,
-    static_shift_sigmas, to_unit_range, tokenize,
+    DiffusersGenerator, PromptCache, check_pretrained, clip_max_length, resolve_dtype, to_unit_range, tokenize,
 )
 from vipo.generators.base import Cond, Generator
 from vipo.generators.lora import FLUX_LORA_TARGETS
-
-
-def pack_2x2(x: torch.Tensor) -> torch.Tensor:
-    """[B, C, H, W] -> [B, (H/2)(W/2), 4C], exactly like ``FluxPipeline._pack_latents``."""
-    try:
-        from vipo.psm import pack_2x2 as shared
-    except ImportError:
-        b, c, h, w = x.shape
-        x = x.view(b, c, h // 2, 2, w // 2, 2).permute(0, 2, 4, 1, 3, 5)  # [B, H/2, W/2, C, 2, 2]
-        return x.reshape(b, (h // 2) * (w // 2), c * 4)
-    return shared(x)
-
-
-def unpack_2x2(tokens: torch.Tensor, h: int, w: int) -> torch.Tensor:
-    """[B, (H/2)(W/2), 4C] -> [B, C, H, W] (H, W: the unpacked latent grid); inverse of ``pack_2x2``."""
-    try:
-        from vipo.psm import unpack_2x2 as shared
-    except ImportError:
-        b, _, d = tokens.shape
-        x = tokens.view(b, h // 2, w // 2, d // 4, 2, 2).permute(0, 3, 1, 4, 2, 5)  # [B, C, H/2, 2, W/2, 2]
-        return x.reshape(b, d // 4, h, w)
-    return shared(tokens, h, w)
+from vipo.psm import pack_2x2, unpack_2x2  # FluxPipeline._pack_latents / _unpack_latents layout
+from vipo.sde import flux_sigma_schedule, sigma_schedule
 
 
 def image_ids(h2: int, w2: int, device=None, dtype=torch.float32) -> torch.Tensor:
@@ -77,18 +56,22 @@ class FluxGenerator(DiffusersGenerator, Generator):
         height: int = 512,  # image height in pixels (multiple of 16)
         width: int = 512,  # image width in pixels (multiple of 16)
         guidance_scale: float = 3.5,  # embedded guidance of FLUX.1-dev (ignored by models without it)
-        shift: Optional[float] = None,  # None: resolution-dependent shift; a number: static shift
+        shift: Optional[float] = None,  # None: resolution-dependent shift (FLUX.1-dev); a number: static
         max_sequence_length: int = 512,  # T5 tokens
-        dtype: str | torch.dtype = "float32",  # weights of every component; velocity is float32
+        dtype: str | torch.dtype = "float32",  # transformer + text encoders; velocity is float32
+        vae_dtype: str | torch.dtype = "float32",  # the VAE decodes in float32 unless told otherwise
         device: str | torch.device = "cpu",
         lora_rank: int = 32,  # 0: full fine-tuning of the transformer
         lora_alpha: Optional[float] = None,  # None: 2 * rank
         lora_target_modules: Optional[Sequence[str]] = None,  # None: FLUX_LORA_TARGETS
         gradient_checkpointing: bool = False,
+        prompt_cache_size: int = 256,  # prompt embeddings kept (LRU); 0: all
     ):
         super().__init__()
         if path_or_id is not None:
-            transformer, vae, text_encoders, tokenizers = self._load(path_or_id, resolve_dtype(dtype))
+            loaded = self._load(path_or_id, resolve_dtype(dtype), resolve_dtype(vae_dtype))
+            transformer, vae, text_encoders, tokenizers, static_shift = loaded
+            shift = static_shift if shift is None else shift  # FLUX.1-schnell: no dynamic shifting
         if transformer is None or vae is None or text_encoders is None or tokenizers is None:
             raise ValueError("FluxGenerator needs path_or_id or all of transformer, vae, text_encoders, tokenizers")
         if len(text_encoders) != 2 or len(tokenizers) != 2:
@@ -102,9 +85,9 @@ class FluxGenerator(DiffusersGenerator, Generator):
         self.height, self.width = height, width
         self.guidance_scale, self.shift = guidance_scale, shift
         self.max_sequence_length = max_sequence_length
-        self._place(resolve_dtype(dtype), device)
+        self._place(resolve_dtype(dtype), device, resolve_dtype(vae_dtype))
         self._setup_training(lora_rank, lora_alpha, lora_target_modules or FLUX_LORA_TARGETS, gradient_checkpointing)
-        self.cache = PromptCache(self._encode)
+        self.cache = PromptCache(self._encode, prompt_cache_size)
 
     @classmethod
     def from_pretrained(cls, path_or_id: str, **options) -> "FluxGenerator":
@@ -115,17 +98,19 @@ class FluxGenerator(DiffusersGenerator, Generator):
         return cls(transformer=transformer, vae=vae, text_encoders=text_encoders, tokenizers=tokenizers, **options)
 
     @staticmethod
-    def _load(path_or_id: str, dtype: torch.dtype):
-        from diffusers import AutoencoderKL, FluxTransformer2DModel
+    def _load(path_or_id: str, dtype: torch.dtype, vae_dtype: torch.dtype):
+        from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxTransformer2DModel
         from transformers import AutoTokenizer, CLIPTextModel, T5EncoderModel
 
         path = check_pretrained(path_or_id)
         transformer = FluxTransformer2DModel.from_pretrained(path, subfolder="transformer", torch_dtype=dtype)
-        vae = AutoencoderKL.from_pretrained(path, subfolder="vae", torch_dtype=dtype)
+        vae = AutoencoderKL.from_pretrained(path, subfolder="vae", torch_dtype=vae_dtype)
         clip = CLIPTextModel.from_pretrained(path, subfolder="text_encoder", dtype=dtype)
         t5 = T5EncoderModel.from_pretrained(path, subfolder="text_encoder_2", dtype=dtype)
         toks = [AutoTokenizer.from_pretrained(path, subfolder=s) for s in ("tokenizer", "tokenizer_2")]
-        return transformer, vae, [clip, t5], toks
+        sched = FlowMatchEulerDiscreteScheduler.load_config(path, subfolder="scheduler")
+        static_shift = None if sched.get("use_dynamic_shifting", True) else float(sched.get("shift", 1.0))
+        return transformer, vae, [clip, t5], toks, static_shift
 
     # ------------------------------------------------------------------ interface
     def latent_shape(self) -> tuple[int, ...]:
@@ -144,10 +129,8 @@ class FluxGenerator(DiffusersGenerator, Generator):
         return {"prompt_embeds": embeds.to(self.dtype), "pooled_prompt_embeds": pooled.to(self.dtype)}
 
     def velocity(self, latents: torch.Tensor, sigma: torch.Tensor, cond: Cond) -> torch.Tensor:
-        self._check_latents(latents)
+        self._check_latents(latents, multiple=2)  # 2x2 packing
         b, _, h, w = latents.shape
-        if h % 2 or w % 2:
-            raise ValueError(f"FLUX latents need even height/width for 2x2 packing, got {h}x{w}")
         dev, dt = self.device, self.dtype
         tokens = pack_2x2(latents.to(device=dev, dtype=dt))  # [B, HW/4, 64]
         embeds = cond["prompt_embeds"].to(device=dev, dtype=dt)  # [B, L, D]
@@ -169,17 +152,20 @@ class FluxGenerator(DiffusersGenerator, Generator):
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         self._check_latents(latents)
         cfg = self.vae.config
-        z = latents.to(device=self.device, dtype=self.dtype) / cfg.scaling_factor + cfg.shift_factor  # [B, 16, h, w]
+        z = latents.to(device=self.device, dtype=self.vae_dtype)  # [B, 16, h, w]
+        z = z / cfg.scaling_factor + cfg.shift_factor
         return to_unit_range(self.vae.decode(z, return_dict=False)[0])  # [B, 3, 8h, 8w]
 
     def sigmas(self, num_steps: int) -> torch.Tensor:
         if self.shift is not None:
-            return static_shift_sigmas(num_steps, self.shift)
+            return sigma_schedule(num_steps, self.shift)
         c, h, w = self.latent_shape()
-        return flux_sigmas(num_steps, image_seq_len=(h // 2) * (w // 2))
+        return flux_sigma_schedule(num_steps, image_seq_len=(h // 2) * (w // 2))
 
     # ------------------------------------------------------------------ maps
     def pack_map(self, maps: torch.Tensor) -> torch.Tensor:
         """Per-position maps on the unpacked grid [B, H/8, W/8] -> per-token [B, (H/16)(W/16), 4],
         the same 2x2 packing as the latents (token t, slot 2*dy + dx)."""
+        if maps.ndim != 3:
+            raise ValueError(f"pack_map takes maps [B, H/8, W/8], got {list(maps.shape)}")
         return pack_2x2(maps.unsqueeze(1))  # [B, HW/4, 4]

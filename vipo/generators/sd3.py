@@ -21,10 +21,11 @@ from torch import nn
 
 from vipo.generators._diffusers_utils import (
     DiffusersGenerator, PromptCache, cfg_combine, check_pretrained, clip_max_length, resolve_dtype,
-    static_shift_sigmas, to_unit_range, tokenize,
+    to_unit_range, tokenize,
 )
 from vipo.generators.base import Cond, Generator
 from vipo.generators.lora import SD3_LORA_TARGETS
+from vipo.sde import sigma_schedule
 
 
 class SD3Generator(DiffusersGenerator, Generator):
@@ -49,16 +50,19 @@ class SD3Generator(DiffusersGenerator, Generator):
         cfg_no_grad_uncond: bool = False,  # unconditional branch without autograd (saves memory)
         shift: Optional[float] = None,  # static schedule shift; None: scheduler config, else 3.0
         max_sequence_length: int = 256,  # T5 tokens (Flow-GRPO uses 128)
-        dtype: str | torch.dtype = "float32",
+        dtype: str | torch.dtype = "float32",  # transformer + text encoders; velocity is float32
+        vae_dtype: str | torch.dtype = "float32",  # the VAE decodes in float32 unless told otherwise
         device: str | torch.device = "cpu",
         lora_rank: int = 32,  # 0: full fine-tuning
         lora_alpha: Optional[float] = None,  # None: 2 * rank
         lora_target_modules: Optional[Sequence[str]] = None,  # None: SD3_LORA_TARGETS
         gradient_checkpointing: bool = False,
+        prompt_cache_size: int = 256,  # prompt embeddings kept (LRU); 0: all
     ):
         super().__init__()
         if path_or_id is not None:
-            transformer, vae, text_encoders, tokenizers, cfg_shift = self._load(path_or_id, resolve_dtype(dtype))
+            loaded = self._load(path_or_id, resolve_dtype(dtype), resolve_dtype(vae_dtype))
+            transformer, vae, text_encoders, tokenizers, cfg_shift = loaded
             shift = cfg_shift if shift is None else shift
         if transformer is None or vae is None or text_encoders is None or tokenizers is None:
             raise ValueError("SD3Generator needs path_or_id or all of transformer, vae, text_encoders, tokenizers")
@@ -76,9 +80,9 @@ class SD3Generator(DiffusersGenerator, Generator):
         self.cfg_no_grad_uncond = cfg_no_grad_uncond
         self.shift = 3.0 if shift is None else shift
         self.max_sequence_length = max_sequence_length
-        self._place(resolve_dtype(dtype), device)
+        self._place(resolve_dtype(dtype), device, resolve_dtype(vae_dtype))
         self._setup_training(lora_rank, lora_alpha, lora_target_modules or SD3_LORA_TARGETS, gradient_checkpointing)
-        self.cache = PromptCache(self._encode)
+        self.cache = PromptCache(self._encode, prompt_cache_size)
 
     @classmethod
     def from_pretrained(cls, path_or_id: str, **options) -> "SD3Generator":
@@ -89,13 +93,13 @@ class SD3Generator(DiffusersGenerator, Generator):
         return cls(transformer=transformer, vae=vae, text_encoders=text_encoders, tokenizers=tokenizers, **options)
 
     @staticmethod
-    def _load(path_or_id: str, dtype: torch.dtype):
+    def _load(path_or_id: str, dtype: torch.dtype, vae_dtype: torch.dtype):
         from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel
         from transformers import AutoTokenizer, CLIPTextModelWithProjection, T5EncoderModel
 
         path = check_pretrained(path_or_id)
         transformer = SD3Transformer2DModel.from_pretrained(path, subfolder="transformer", torch_dtype=dtype)
-        vae = AutoencoderKL.from_pretrained(path, subfolder="vae", torch_dtype=dtype)
+        vae = AutoencoderKL.from_pretrained(path, subfolder="vae", torch_dtype=vae_dtype)
         encoders = [CLIPTextModelWithProjection.from_pretrained(path, subfolder=s, dtype=dtype)
                     for s in ("text_encoder", "text_encoder_2")]
         encoders.append(T5EncoderModel.from_pretrained(path, subfolder="text_encoder_3", dtype=dtype))
@@ -139,7 +143,7 @@ class SD3Generator(DiffusersGenerator, Generator):
         )[0]  # [b, 16, H, W]
 
     def velocity(self, latents: torch.Tensor, sigma: torch.Tensor, cond: Cond) -> torch.Tensor:
-        self._check_latents(latents)
+        self._check_latents(latents, multiple=self.transformer.config.patch_size)
         dev, dt = self.device, self.dtype
         x = latents.to(device=dev, dtype=dt)  # [B, 16, H, W]
         s = sigma.to(device=dev, dtype=torch.float32).expand(x.shape[0])  # [B]
@@ -157,8 +161,9 @@ class SD3Generator(DiffusersGenerator, Generator):
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         self._check_latents(latents)
         cfg = self.vae.config
-        z = latents.to(device=self.device, dtype=self.dtype) / cfg.scaling_factor + cfg.shift_factor  # [B, 16, h, w]
+        z = latents.to(device=self.device, dtype=self.vae_dtype)  # [B, 16, h, w]
+        z = z / cfg.scaling_factor + cfg.shift_factor
         return to_unit_range(self.vae.decode(z, return_dict=False)[0])  # [B, 3, 8h, 8w]
 
     def sigmas(self, num_steps: int) -> torch.Tensor:
-        return static_shift_sigmas(num_steps, self.shift)
+        return sigma_schedule(num_steps, self.shift)

@@ -23,11 +23,12 @@ import torch
 from torch import nn
 
 from vipo.generators._diffusers_utils import (
-    DiffusersGenerator, PromptCache, cfg_combine, check_pretrained, resolve_dtype, static_shift_sigmas,
+    DiffusersGenerator, PromptCache, cfg_combine, check_pretrained, resolve_dtype,
     to_unit_range, tokenize,
 )
 from vipo.generators.base import Cond, Generator
 from vipo.generators.lora import WAN_LORA_TARGETS
+from vipo.sde import sigma_schedule
 
 
 class WanGenerator(DiffusersGenerator, Generator):
@@ -52,16 +53,19 @@ class WanGenerator(DiffusersGenerator, Generator):
         cfg_no_grad_uncond: bool = False,  # unconditional branch without autograd (official ViPO Wan)
         shift: Optional[float] = None,  # static schedule shift; None: scheduler's flow_shift, else 5.0
         max_sequence_length: int = 512,  # UMT5 tokens
-        dtype: str | torch.dtype = "float32",
+        dtype: str | torch.dtype = "float32",  # transformer + text encoders; velocity is float32
+        vae_dtype: str | torch.dtype = "float32",  # the VAE decodes in float32 unless told otherwise
         device: str | torch.device = "cpu",
         lora_rank: int = 32,  # 0: full fine-tuning
         lora_alpha: Optional[float] = None,  # None: 2 * rank
         lora_target_modules: Optional[Sequence[str]] = None,  # None: WAN_LORA_TARGETS
         gradient_checkpointing: bool = False,
+        prompt_cache_size: int = 256,  # prompt embeddings kept (LRU); 0: all
     ):
         super().__init__()
         if path_or_id is not None:
-            transformer, vae, text_encoders, tokenizers, cfg_shift = self._load(path_or_id, resolve_dtype(dtype))
+            loaded = self._load(path_or_id, resolve_dtype(dtype), resolve_dtype(vae_dtype))
+            transformer, vae, text_encoders, tokenizers, cfg_shift = loaded
             shift = cfg_shift if shift is None else shift
         if transformer is None or vae is None or text_encoders is None or tokenizers is None:
             raise ValueError("WanGenerator needs path_or_id or all of transformer, vae, text_encoders, tokenizers")
@@ -82,9 +86,9 @@ class WanGenerator(DiffusersGenerator, Generator):
         self.cfg_no_grad_uncond = cfg_no_grad_uncond
         self.shift = 5.0 if shift is None else shift
         self.max_sequence_length = max_sequence_length
-        self._place(resolve_dtype(dtype), device)
+        self._place(resolve_dtype(dtype), device, resolve_dtype(vae_dtype))
         self._setup_training(lora_rank, lora_alpha, lora_target_modules or WAN_LORA_TARGETS, gradient_checkpointing)
-        self.cache = PromptCache(self._encode)
+        self.cache = PromptCache(self._encode, prompt_cache_size)
 
     @classmethod
     def from_pretrained(cls, path_or_id: str, **options) -> "WanGenerator":
@@ -95,14 +99,13 @@ class WanGenerator(DiffusersGenerator, Generator):
         return cls(transformer=transformer, vae=vae, text_encoders=text_encoders, tokenizers=tokenizers, **options)
 
     @staticmethod
-    def _load(path_or_id: str, dtype: torch.dtype):
+    def _load(path_or_id: str, dtype: torch.dtype, vae_dtype: torch.dtype):
         from diffusers import AutoencoderKLWan, FlowMatchEulerDiscreteScheduler, WanTransformer3DModel
         from transformers import AutoTokenizer, UMT5EncoderModel
 
         path = check_pretrained(path_or_id)
         transformer = WanTransformer3DModel.from_pretrained(path, subfolder="transformer", torch_dtype=dtype)
-        # Wan's VAE is usually run in float32 (the diffusers examples do); it is small next to the DiT.
-        vae = AutoencoderKLWan.from_pretrained(path, subfolder="vae", torch_dtype=dtype)
+        vae = AutoencoderKLWan.from_pretrained(path, subfolder="vae", torch_dtype=vae_dtype)
         umt5 = UMT5EncoderModel.from_pretrained(path, subfolder="text_encoder", dtype=dtype)
         tok = AutoTokenizer.from_pretrained(path, subfolder="tokenizer")
         sched = FlowMatchEulerDiscreteScheduler.load_config(path, subfolder="scheduler")
@@ -146,7 +149,7 @@ class WanGenerator(DiffusersGenerator, Generator):
         )[0]  # [b, 16, F, H, W]
 
     def velocity(self, latents: torch.Tensor, sigma: torch.Tensor, cond: Cond) -> torch.Tensor:
-        self._check_latents(latents)
+        self._check_latents(latents, multiple=self.transformer.config.patch_size[1])
         dev, dt = self.device, self.dtype
         x = latents.to(device=dev, dtype=dt)  # [B, 16, F, H, W]
         s = sigma.to(device=dev, dtype=torch.float32).expand(x.shape[0])  # [B]
@@ -167,8 +170,8 @@ class WanGenerator(DiffusersGenerator, Generator):
         shape = (1, cfg.z_dim, 1, 1, 1)
         mean = torch.tensor(cfg.latents_mean, device=self.device).view(shape)  # [1, 16, 1, 1, 1]
         std = torch.tensor(cfg.latents_std, device=self.device).view(shape)  # [1, 16, 1, 1, 1]
-        z = (latents.to(self.device).float() * std + mean).to(self.dtype)  # [B, 16, F, h, w]
+        z = (latents.to(self.device).float() * std + mean).to(self.vae_dtype)  # [B, 16, F, h, w]
         return to_unit_range(self.vae.decode(z, return_dict=False)[0])  # [B, 3, frames, 8h, 8w]
 
     def sigmas(self, num_steps: int) -> torch.Tensor:
-        return static_shift_sigmas(num_steps, self.shift)
+        return sigma_schedule(num_steps, self.shift)

@@ -10,6 +10,10 @@ __all__ = ["REWARDS", "Reward"]
 # Built-ins, imported on first use.
 # -- rule-based and toy-world rewards (vipo/rewards/rules.py, vipo/rewards/toy.py)
 REWARDS.register_lazy("redness", "vipo.rewards.rules:Redness")
+REWARDS.register_lazy("object_brightness", "vipo.rewards.rules:ObjectBrightness")
+REWARDS.register_lazy("uniform_background", "vipo.rewards.rules:UniformBackground")
+REWARDS.register_lazy("centred", "vipo.rewards.rules:Centred")
+REWARDS.register_lazy("toy_match", "vipo.rewards.toy:ToyPromptMatch")
 # -- learned reward models (vipo/rewards/hps.py, pickscore.py, imagereward.py, videoalign.py)
 REWARDS.register_lazy("hps", "vipo.rewards.hps:HPSv21")
 REWARDS.register_lazy("pickscore", "vipo.rewards.pickscore:PickScore")

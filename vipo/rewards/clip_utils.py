@@ -113,8 +113,9 @@ def pil_resize_shortest_and_center_crop(images: torch.Tensor, size: int = 224) -
 
 
 # -------------------------------------------------------------------------------------- tokenizer
-_CLIP_SPLIT = regex.compile(r"""<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+""",
-                            regex.IGNORECASE)
+_CLIP_SPLIT = regex.compile(  # special tokens, English contractions, letter runs, single digits, other runs
+    r"""<\|startoftext\|>|<\|endoftext\|>|<start_of_text>|<end_of_text>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]"""
+    r"""|[^\s\p{L}\p{N}]+""", regex.IGNORECASE)
 
 
 @lru_cache()
@@ -159,11 +160,14 @@ class CLIPBPETokenizer:
         self.context_length = context_length
         self.sot_id = self.encoder[sot_token]
         self.eot_id = self.encoder[eot_token]
+        # special tokens written in a prompt map to their ids (HF spelling and open_clip's spelling)
+        self.special = {"<|startoftext|>": self.sot_id, "<start_of_text>": self.sot_id,
+                        "<|endoftext|>": self.eot_id, "<end_of_text>": self.eot_id}
         self._cache: Dict[str, List[str]] = {}
 
     @classmethod
     def from_pretrained(cls, path_or_id: str, context_length: int = 77) -> "CLIPBPETokenizer":
-        """A folder (or hub id) with ``vocab.json`` + ``merges.txt``, or open_clip's ``bpe_simple_vocab_16e6.txt.gz``."""
+        """A folder (or hub id) with ``vocab.json`` + ``merges.txt``, or open_clip's ``*.txt.gz`` merge list."""
         from vipo.rewards.loading import resolve
 
         if str(path_or_id).endswith(".gz"):
@@ -213,6 +217,9 @@ class CLIPBPETokenizer:
         table = byte_to_unicode()
         ids: List[int] = []
         for piece in _CLIP_SPLIT.findall(clean_text(text)):
+            if piece in self.special:
+                ids.append(self.special[piece])
+                continue
             word = "".join(table[b] for b in piece.encode("utf-8"))
             ids.extend(self.encoder[t] for t in self._bpe(word))
         return ids

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Dict, Optional, Sequence
+from typing import Dict, Sequence
 
 import torch
 from transformers import CLIPConfig, CLIPModel
@@ -125,6 +125,13 @@ def load_hps_clip(path_or_id: str = HPS_HUB_ID, filename: str = HPS_V21_FILE) ->
         return CLIPModel.from_pretrained(path_or_id).eval()
     ckpt = load_torch_checkpoint(resolve(path_or_id, filename, what="HPSv2 checkpoint"))
     return clip_model_from_open_clip(ckpt.get("state_dict", ckpt))
+
+
+def convert_hps_checkpoint(path_or_id: str, out_dir: str, filename: str = HPS_V21_FILE) -> str:
+    """Convert the official checkpoint once and save it as a transformers folder (pass that folder as
+    ``path_or_id`` later: it loads without the conversion step)."""
+    load_hps_clip(path_or_id, filename).save_pretrained(out_dir)
+    return out_dir
 
 
 # ---------------------------------------------------------------------------------------- scorer

@@ -25,13 +25,25 @@ PICKSCORE_ID = "yuvalkirstain/PickScore_v1"
 PICKSCORE_PROCESSOR_ID = "laion/CLIP-ViT-H-14-laion2B-s32B-b79K"
 
 
+def pil_clip_image_processor_class():
+    """transformers' torchvision-free CLIP image processor: ``CLIPImageProcessorPil`` (transformers 5) or the
+    slow ``CLIPImageProcessor`` (transformers 4, PIL / numpy)."""
+    try:
+        from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+
+        return CLIPImageProcessorPil
+    except ImportError:
+        from transformers import CLIPImageProcessor
+
+        return CLIPImageProcessor
+
+
 def _processor_parts(path_or_id: str):
     """The slow PIL CLIP image processor and the CLIP tokenizer from a processor folder / hub id."""
     from transformers import AutoTokenizer
-    from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 
     folder = resolve(path_or_id, what="CLIP processor")
-    return CLIPImageProcessorPil.from_pretrained(folder), AutoTokenizer.from_pretrained(folder)
+    return pil_clip_image_processor_class().from_pretrained(folder), AutoTokenizer.from_pretrained(folder)
 
 
 class PickScore(Reward):
@@ -50,10 +62,9 @@ class PickScore(Reward):
                    dtype: torch.dtype = torch.float32, preprocess: str = "reference") -> "PickScore":
         """Wrap an in-memory model; ``image_processor`` defaults to a PIL CLIP processor at the model's size."""
         if image_processor is None:
-            from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
-
             s = int(model.config.vision_config.image_size)
-            image_processor = CLIPImageProcessorPil(size={"shortest_edge": s}, crop_size={"height": s, "width": s})
+            image_processor = pil_clip_image_processor_class()(size={"shortest_edge": s},
+                                                               crop_size={"height": s, "width": s})
         obj = cls.__new__(cls)
         Reward.__init__(obj)
         obj._attach(model, tokenizer, image_processor, device, dtype, preprocess)

@@ -6,7 +6,8 @@
 Objective (DESIGN section 1 and 6): x_t = (1 - t) x0 + t eps with x0 the image in [-1, 1], the network
 predicts the velocity v = eps - x0; t ~ logit-normal(0, 1); the prompt's class label is replaced by the
 null class 10% of the time (classifier-free guidance). AdamW with linear warm-up then cosine decay to 10%,
-EMA of the weights (decay ramps up to 0.999). A checkpoint is written every ``--ckpt-every`` steps and
+EMA of the weights (decay ramps up to 0.999); the forward pass runs under bf16 autocast by default
+(weights, optimizer and EMA stay fp32). A checkpoint is written every ``--ckpt-every`` steps and
 the run resumes from it when restarted with the same ``--ckpt-dir``. At the end the EMA weights are
 saved and, if the judge classifier exists, 128 ODE samples (20 steps) are scored and written beside them.
 """
@@ -38,6 +39,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--resolution", type=int, default=32, help="image side in pixels")
     p.add_argument("--seed", type=int, default=0, help="seed of init, data and noise")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    p.add_argument("--precision", default="bf16", choices=["bf16", "fp32"],
+                   help="autocast of the forward pass (bf16: ~2x faster on CPUs with AMX / AVX512-BF16)")
     p.add_argument("--out", default=str(SHIPPED["generator"]), help="EMA weights (safetensors)")
     p.add_argument("--dtype", default="float16", choices=["float16", "float32"], help="dtype of saved weights")
     p.add_argument("--ckpt-dir", default="outputs/toy_pretrain", help="resumable checkpoints")
@@ -55,14 +58,15 @@ def lr_at(step: int, args) -> float:
     return args.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
-def flow_loss(unet, images: torch.Tensor, labels: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+def flow_loss(unet, images: torch.Tensor, labels: torch.Tensor, g: torch.Generator, bf16: bool = False) -> torch.Tensor:
     """Rectified-flow velocity loss on images [B, 3, H, W] in [0, 1] with class labels [B]."""
     x0 = images * 2 - 1  # [B, 3, H, W] in [-1, 1]
     eps = torch.randn(x0.shape, generator=g)
     t = torch.sigmoid(torch.randn(x0.shape[0], generator=g))  # [B] logit-normal
     xt = (1 - t.view(-1, 1, 1, 1)) * x0 + t.view(-1, 1, 1, 1) * eps
-    pred = unet(xt, t * 1000, class_labels=labels).sample  # [B, 3, H, W]
-    return F.mse_loss(pred, eps - x0)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        pred = unet(xt, t * 1000, class_labels=labels).sample  # [B, 3, H, W]
+    return F.mse_loss(pred.float(), eps - x0)
 
 
 @torch.no_grad()
@@ -115,7 +119,7 @@ def train(args) -> Path:
         labels = torch.where(drop, torch.full_like(labels, NULL_CLASS), labels)
         for group in opt.param_groups:
             group["lr"] = lr_at(step, args)
-        loss = flow_loss(unet, batch.images, labels, noise_g)
+        loss = flow_loss(unet, batch.images, labels, noise_g, bf16=args.precision == "bf16")
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
