@@ -43,8 +43,8 @@ def _product(axes):
 
 def test_axes_expand_to_the_product():
     cells = expand_cells({"axes": {"psm.k": [1, 3], "psm.blur_sigma": [0.0, 1.0]}, "base": ["train.lr=1e-5"]}, [7])
-    assert [c.name for c in cells] == ["k=1_blur_sigma=0.0", "k=1_blur_sigma=1.0", "k=3_blur_sigma=0.0",
-                                       "k=3_blur_sigma=1.0"]
+    assert [c.name for c in cells] == ["k-1_blur_sigma-0.0", "k-1_blur_sigma-1.0", "k-3_blur_sigma-0.0",
+                                       "k-3_blur_sigma-1.0"]
     assert cells[1].overrides == ["train.lr=1e-5", "psm.k=1", "psm.blur_sigma=1.0"] and cells[1].seed == 7
 
 

@@ -81,7 +81,12 @@ def suggest(trial, space: dict) -> list[str]:
 
 def make_storage(spec: StudySpec, root: Path):
     import optuna
-    from optuna.storages import RDBStorage, RetryFailedTrialCallback
+    from optuna.storages import RDBStorage
+
+    try:  # renamed in optuna 5
+        from optuna.storages import RetryHeartbeatStaleTrialCallback as Retry
+    except ImportError:
+        from optuna.storages import RetryFailedTrialCallback as Retry
 
     url = spec.storage
     if url is None:
@@ -90,7 +95,7 @@ def make_storage(spec: StudySpec, root: Path):
     kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
     return RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=spec.heartbeat_seconds,
                       grace_period=2 * spec.heartbeat_seconds,
-                      failed_trial_callback=RetryFailedTrialCallback(max_retry=2)), optuna
+                      failed_trial_callback=Retry(max_retry=2)), optuna
 
 
 def build_study(spec: StudySpec, root: Path):

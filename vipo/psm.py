@@ -64,24 +64,29 @@ def _pca_exact(x: Tensor, k: int) -> tuple[Tensor, Tensor]:
 
 
 @PCA_SOLVERS.register("randomized")
-def _pca_randomized(x: Tensor, k: int, oversample: int = 10, niter: int = 2) -> tuple[Tensor, Tensor]:
-    """Randomized subspace iteration (Halko et al. 2011, alg. 4.4) with a fixed seed. The centred
-    copy of x is never formed: x is read 2 * niter + 1 times (the mean rides on the first pass)."""
+def _pca_randomized(x: Tensor, k: int, oversample: int = 17, blocks: int = 3) -> tuple[Tensor, Tensor]:
+    """Randomized block Krylov PCA (Musco & Musco 2015) with a fixed seed: Rayleigh-Ritz on
+    span[O, S O, S^2 O, ...] for the centred scatter S = (x - mu)^T (x - mu) and a random O [C, k + oversample].
+    x is read 2 * blocks - 1 times (the mean rides on the first pass); x - mu is never formed."""
     B, N, C = x.shape
     g = torch.Generator(device=x.device).manual_seed(0)
-    basis = torch.randn(B, C, min(k + oversample, N, C), generator=g, device=x.device)  # [B, C, q]
-    ones = x.new_ones(B, N, 1)  # [B, N, 1]
-    y = x @ basis  # [B, N, q] raw projections (mean not yet known)
-    w = (torch.cat([y, ones], -1).mT @ x).mT  # [B, C, q + 1] = x^T [y, 1] in one pass
+    q = torch.linalg.qr(torch.randn(B, C, min(k + oversample, N, C), generator=g, device=x.device)).Q  # [B, C, b]
+    y = x @ q  # [B, N, b]
+    w = (torch.cat([y, x.new_ones(B, N, 1)], -1).mT @ x).mT  # [B, C, b + 1] = x^T [y, 1]
     mu = w[..., -1:].mT / N  # [B, 1, C]
-    w = w[..., :-1] - N * mu.mT @ (mu @ basis)  # [B, C, q] = (x - mu)^T (x - mu) basis
-    for i in range(niter):
-        basis = torch.linalg.qr(w).Q  # [B, C, q]
-        y = x @ basis - mu @ basis  # [B, N, q] = (x - mu) basis
-        if i < niter - 1:
-            w = (y.mT @ x).mT  # [B, C, q]; columns of y sum to 0, so this is (x - mu)^T y
-    _, rot = torch.linalg.eigh((y.mT @ y).double())  # Rayleigh-Ritz on the [B, q, q] Gram, ascending
-    rot = rot[..., -k:].flip(-1).float()  # [B, q, k] top-k eigenvectors, descending
+    qs, ys = [q], [y - mu @ q]  # ys[i] = (x - mu) qs[i]  [B, N, b]
+    w = w[..., :-1] - N * mu.mT @ (mu @ q)  # [B, C, b] = S q
+    for i in range(1, blocks):
+        basis = torch.cat(qs, -1)  # [B, C, i * b]
+        for _ in range(2):  # orthogonalise against the space so far; twice is enough
+            w = w - basis @ (basis.mT @ w)
+        qs.append(torch.linalg.qr(w).Q)  # [B, C, b]
+        ys.append(x @ qs[-1] - mu @ qs[-1])  # [B, N, b]
+        if i < blocks - 1:
+            w = (ys[-1].mT @ x).mT - mu.mT @ ys[-1].sum(1, keepdim=True)  # [B, C, b] = S qs[-1]
+    basis, y = torch.cat(qs, -1), torch.cat(ys, -1)  # [B, C, m], [B, N, m] = (x - mu) basis
+    _, rot = torch.linalg.eigh((y.mT @ y).double())  # Rayleigh-Ritz on the [B, m, m] Gram, ascending
+    rot = rot[..., -k:].flip(-1).float()  # [B, m, k] top-k, descending
     return y @ rot, basis @ rot  # [B, N, k], [B, C, k]
 
 

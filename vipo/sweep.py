@@ -61,7 +61,7 @@ def expand_cells(spec: dict, seeds: Sequence[int]) -> list[Cell]:
         keys = list(spec["axes"])
         named = []
         for values in itertools.product(*(spec["axes"][k] for k in keys)):
-            label = "_".join(f"{k.split('.')[-1]}={_fmt(v)}" for k, v in zip(keys, values))
+            label = "_".join(f"{k.split('.')[-1]}-{_fmt(v)}" for k, v in zip(keys, values))
             named.append((label, [f"{k}={v if v is not None else 'null'}" for k, v in zip(keys, values)]))
     return [Cell(name, base + ov, seed) for name, ov in named for seed in seeds]
 

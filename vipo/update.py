@@ -58,16 +58,16 @@ def update(generator: Generator, optimizer: torch.optim.Optimizer, ro: Rollout, 
             x, x_next = ro.latents[t, sl], ro.latents[t + 1, sl]  # [b, C, (F), H, W]
             s, s_next = float(ro.sigmas[t]), float(ro.sigmas[t + 1])
             cond = index_cond(ro.cond, sl)
-            logp, out = step_logp(generator, x, x_next, s, s_next, cond, kind, noise_level, reduction)
-            a = adv[sl]  # [b, *grid] or [b]
-            kl = None
-            if kl_coef > 0:
+            ref = None
+            if kl_coef > 0:  # before the policy forward: the reference may swap weights in place
                 if reference_velocity is None:
                     raise ValueError("train.kl_coef > 0 needs a reference policy")
                 with torch.no_grad():
                     v_ref = reference_velocity(x, torch.full((x.shape[0],), s, device=x.device), cond)
                     ref = sde_step(kind, x, v_ref, s, s_next, noise_level, next_sample=x_next)
-                kl = kl_to_reference(out.mean, ref.mean, out.std)  # [b, C, (F), H, W]
+            logp, out = step_logp(generator, x, x_next, s, s_next, cond, kind, noise_level, reduction)
+            a = adv[sl]  # [b, *grid] or [b]
+            kl = kl_to_reference(out.mean, ref.mean, out.std) if ref is not None else None  # [b, C, (F), H, W]
             loss, stats = policy_loss(expand_like(logp, a), expand_like(ro.logp[t, sl], a), a, clip_range,
                                       kl=kl, kl_coef=kl_coef)
             if not torch.isfinite(loss):
