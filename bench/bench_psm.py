@@ -63,15 +63,6 @@ def reference_maps(feats: np.ndarray, grid: tuple[int, int], sigma: float = 1.0)
     return torch.stack(maps)
 
 
-def timed(fn, repeats: int) -> tuple[float, object]:
-    times, out = [], None
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times), out
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=5)
@@ -84,8 +75,15 @@ def main() -> None:
     build_maps(feats[:2], GRID, cfg)  # warm-up
     reference_maps(feats_np[:1], GRID)
 
-    t_ours, ours = timed(lambda: build_maps(feats, GRID, cfg), args.repeats)
-    t_ref, ref = timed(lambda: reference_maps(feats_np, GRID), args.repeats)
+    t_ours, t_ref = [], []
+    for _ in range(args.repeats):  # interleaved, so that both sides see the same machine load
+        t0 = time.perf_counter()
+        ours = build_maps(feats, GRID, cfg)
+        t1 = time.perf_counter()
+        ref = reference_maps(feats_np, GRID)
+        t_ours.append(t1 - t0)
+        t_ref.append(time.perf_counter() - t1)
+    t_ours, t_ref = statistics.median(t_ours), statistics.median(t_ref)
     exact = build_maps(feats[:2], GRID, PSMConfig(orientation="reverse", pca_solver="exact"))  # slow: 2 only
     ratio = t_ref / t_ours
     print(f"PSM maps, group of {args.group}, {TOKENS}x{TOKENS} tokens x {CHANNELS} ch -> {GRID}, "

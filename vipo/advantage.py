@@ -131,3 +131,29 @@ def redistribute(mode: str, rewards: Tensor, group_ids: Tensor, maps: Tensor | N
             raise ValueError(f"clamp must be > 0 or None, got {clamp}")
         adv = adv.clamp(-clamp, clamp)
     return adv
+
+
+# ------------------------------------------------------------------------- multi-reward, advantage level
+def combine_advantages(rewards: dict[str, Tensor], weights: dict[str, float] | None, group_ids: Tensor, *,
+                       eps: float = 1e-6, std_mode: str = "local") -> Tensor:
+    """``A_i = sum_k w_k (r_k,i - mean_g(r_k)) / (std_g(r_k) + eps)``: each reward group-normalised on its own.
+
+    The advantage-level alternative to ``MultiReward`` (which sums raw rewards, so the reward with the
+    largest spread dominates): components on different scales count by their weights only.
+    ``rewards``: component name -> [B]; ``weights``: name -> weight (missing names weigh 1). Returns [B] float32.
+    """
+    if not rewards:
+        raise ValueError("combine_advantages needs at least one reward component")
+    weights = dict(weights or {})
+    unknown = sorted(set(weights) - set(rewards))
+    if unknown:
+        raise KeyError(f"combine_advantages: weights for unknown components {unknown}; components: {sorted(rewards)}")
+    total = None
+    for name, r in rewards.items():
+        if r.ndim != 1:
+            raise ValueError(f"reward component {name!r} must be [B], got shape {tuple(r.shape)}")
+        adv = float(weights.get(name, 1.0)) * group_normalize(r, group_ids, eps=eps, std_mode=std_mode)  # [B]
+        if total is not None and adv.shape != total.shape:
+            raise ValueError(f"reward component {name!r} has {adv.shape[0]} samples, expected {total.shape[0]}")
+        total = adv if total is None else total + adv.to(total.device)  # [B]
+    return total

@@ -37,7 +37,7 @@ class PSMConfig:
     blur_sigma: float = 1.0  # Gaussian blur std on the feature grid, in patches; 0 = off
     normalize: str = "minmax"  # "minmax": [0, 1] | "mean_one": min-max, then scaled to mean 1
     temporal_sigma: float = 0.5  # video only: Gaussian blur std across latent frames; 0 = off
-    pca_solver: str = "auto"  # "exact" (SVD) | "randomized" (power iteration) | "auto" (by size)
+    pca_solver: str = "auto"  # "exact" (SVD) | "randomized" (block Krylov) | "auto" (by input size)
 
     def __post_init__(self) -> None:
         if isinstance(self.k, bool) or not isinstance(self.k, int) or self.k < 1:
@@ -59,35 +59,39 @@ class PSMConfig:
 @PCA_SOLVERS.register("exact")
 def _pca_exact(x: Tensor, k: int) -> tuple[Tensor, Tensor]:
     """Thin SVD of the centred features in float64."""
-    u, s, vh = torch.linalg.svd((x - x.mean(1, keepdim=True)).double(), full_matrices=False)  # [B,N,r] [B,r] [B,r,C]
+    xc = (x - x.mean(1, keepdim=True)).double()  # [B, N, C]
+    u, s, vh = torch.linalg.svd(xc, full_matrices=False)  # [B, N, r], [B, r], [B, r, C]
     return (u[..., :k] * s[:, None, :k]).float(), vh[:, :k].mT.float()
 
 
 @PCA_SOLVERS.register("randomized")
 def _pca_randomized(x: Tensor, k: int, oversample: int = 17, blocks: int = 3) -> tuple[Tensor, Tensor]:
     """Randomized block Krylov PCA (Musco & Musco 2015) with a fixed seed: Rayleigh-Ritz on
-    span[O, S O, S^2 O, ...] for the centred scatter S = (x - mu)^T (x - mu) and a random O [C, k + oversample].
-    x is read 2 * blocks - 1 times (the mean rides on the first pass); x - mu is never formed."""
+    span[O, S O, S^2 O] for the centred scatter S = (x - mu)^T (x - mu) and a random O [C, k + oversample].
+    x (float32) is read 2 * blocks - 1 times, the mean riding on the first pass, and x - mu is never
+    formed; the small [C, b] blocks are orthonormalised in float64, which keeps the basis orthonormal."""
     B, N, C = x.shape
+    b = min(k + oversample, N, C)
+    blocks = max(1, min(blocks, min(N, C) // b))  # the space cannot outgrow the rank
     g = torch.Generator(device=x.device).manual_seed(0)
-    q = torch.linalg.qr(torch.randn(B, C, min(k + oversample, N, C), generator=g, device=x.device)).Q  # [B, C, b]
-    y = x @ q  # [B, N, b]
-    w = (torch.cat([y, x.new_ones(B, N, 1)], -1).mT @ x).mT  # [B, C, b + 1] = x^T [y, 1]
+    q = torch.linalg.qr(torch.randn(B, C, b, generator=g, device=x.device, dtype=torch.float64)).Q  # [B, C, b]
+    y = x @ q.float()  # [B, N, b]
+    w = (torch.cat([y, x.new_ones(B, N, 1)], -1).mT @ x).mT.double()  # [B, C, b + 1] = x^T [y, 1]
     mu = w[..., -1:].mT / N  # [B, 1, C]
-    qs, ys = [q], [y - mu @ q]  # ys[i] = (x - mu) qs[i]  [B, N, b]
+    qs, ys = [q], [y - (mu @ q).float()]  # ys[i] = (x - mu) qs[i]  [B, N, b]
     w = w[..., :-1] - N * mu.mT @ (mu @ q)  # [B, C, b] = S q
     for i in range(1, blocks):
         basis = torch.cat(qs, -1)  # [B, C, i * b]
         for _ in range(2):  # orthogonalise against the space so far; twice is enough
             w = w - basis @ (basis.mT @ w)
         qs.append(torch.linalg.qr(w).Q)  # [B, C, b]
-        ys.append(x @ qs[-1] - mu @ qs[-1])  # [B, N, b]
+        ys.append(x @ qs[-1].float() - (mu @ qs[-1]).float())  # [B, N, b]
         if i < blocks - 1:
-            w = (ys[-1].mT @ x).mT - mu.mT @ ys[-1].sum(1, keepdim=True)  # [B, C, b] = S qs[-1]
-    basis, y = torch.cat(qs, -1), torch.cat(ys, -1)  # [B, C, m], [B, N, m] = (x - mu) basis
-    _, rot = torch.linalg.eigh((y.mT @ y).double())  # Rayleigh-Ritz on the [B, m, m] Gram, ascending
-    rot = rot[..., -k:].flip(-1).float()  # [B, m, k] top-k, descending
-    return y @ rot, basis @ rot  # [B, N, k], [B, C, k]
+            w = (ys[-1].mT @ x).mT.double() - mu.mT @ ys[-1].sum(1, keepdim=True).double()  # S qs[-1]
+    basis, y = torch.cat(qs, -1), torch.cat(ys, -1).double()  # [B, C, m], [B, N, m] = (x - mu) basis
+    _, rot = torch.linalg.eigh(y.mT @ y)  # Rayleigh-Ritz on the [B, m, m] Gram, ascending
+    rot = rot[..., -k:].flip(-1)  # [B, m, k] top-k, descending
+    return (y @ rot).float(), (basis @ rot).float()  # [B, N, k], [B, C, k]
 
 
 def _scores(feats: Tensor, k: int, solver: str) -> tuple[Tensor, Tensor]:
@@ -113,7 +117,7 @@ def pca(feats: Tensor, k: int, *, solver: str = "auto") -> tuple[Tensor, Tensor]
     """Batched PCA. feats [B, N, C] -> (scores [B, N, k], explained variance ratio [B, k]), float32.
 
     Each image is centred on its own mean; the ratio is relative to the image's total variance.
-    ``solver``: "exact" (thin SVD), "randomized" (subspace iteration, for large inputs) or "auto":
+    ``solver``: "exact" (thin SVD), "randomized" (block Krylov, for large inputs) or "auto":
     exact when max(N, C) <= 500, as in scikit-learn. Constant images give scores 0 and ratio 0.
     """
     scores, power = _scores(feats, k, solver)  # [B, N, k], [B, k]

@@ -95,3 +95,22 @@ def read_jsonl(path: str | Path) -> list[dict]:
 
 def truncate_jsonl(path: str | Path, keep: Iterable[dict]) -> None:
     atomic_write_text(path, "".join(json.dumps(_jsonable(r), sort_keys=True) + "\n" for r in keep))
+
+
+def append_jsonl_atomic(path: str | Path, records: Iterable[dict]) -> None:
+    """Append ``records`` to a JSON-lines file shared by several writers: under an exclusive lock on
+    ``<path>.lock``, the file is rewritten whole through ``atomic_write_text`` (no torn or lost lines)."""
+    import fcntl
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "a") as lock:
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+        try:
+            old = path.read_text(encoding="utf-8") if path.exists() else ""
+            if old and not old.endswith("\n"):
+                old += "\n"
+            new = "".join(json.dumps(_jsonable(r), sort_keys=True) + "\n" for r in records)
+            atomic_write_text(path, old + new)
+        finally:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_UN)

@@ -83,12 +83,20 @@ def rollout(generator: Generator, prompts: Sequence[str], group_size: int, sigma
 
 
 @torch.no_grad()
-def sample_ode(generator: Generator, prompts: Sequence[str], num_steps: int, gen: torch.Generator,
-               micro_batch: int = 64) -> torch.Tensor:
-    """Deterministic Euler sampling (noise level 0) -> final latents [N, C, (F), H, W]."""
+def sample_ode(generator: Generator, prompts: Sequence[str], num_steps: int, gen: torch.Generator | None,
+               micro_batch: int = 64, noise: torch.Tensor | None = None) -> torch.Tensor:
+    """Deterministic Euler sampling (noise level 0) -> final latents [N, C, (F), H, W].
+
+    The start latents are ``noise`` [N, C, (F), H, W] when given (``gen`` is then unused), else drawn from ``gen``.
+    """
     device = next(generator.parameters()).device
     sigmas = generator.sigmas(num_steps)
-    x = torch.randn(len(prompts), *generator.latent_shape(), generator=gen).to(device)
+    if noise is None:
+        noise = torch.randn(len(prompts), *generator.latent_shape(), generator=gen)  # [N, C, (F), H, W]
+    elif noise.shape != (len(prompts), *generator.latent_shape()):
+        raise ValueError(f"sample_ode: noise has shape {tuple(noise.shape)}, expected "
+                         f"{(len(prompts), *generator.latent_shape())}")
+    x = noise.to(device)
     cond = generator.encode_prompts(list(prompts))
     outs = []
     for start in range(0, len(prompts), micro_batch):

@@ -328,3 +328,28 @@ def run(cfg: Config, raw: Optional[dict] = None) -> dict:
         if dist.is_main():
             atomic_write_json(trainer.run_dir / "failed.json", {"error": str(e)})
         raise
+
+
+def load_run_generator(run_dir: str | Path, use_ema: bool = True, device: str = "auto"):
+    """Rebuild a run's generator from its ``config.yaml`` and load ``checkpoints/last.pt``
+    (the EMA weights when the run kept them and ``use_ema``). Returns ``(generator, cfg)``."""
+    from omegaconf import OmegaConf
+
+    from vipo.config import validate
+
+    run_dir = Path(run_dir)
+    for need in ("config.yaml", CHECKPOINT):
+        if not (run_dir / need).exists():
+            raise FileNotFoundError(f"{run_dir} is not a finished or checkpointed run: {run_dir / need} is missing")
+    cfg = validate(OmegaConf.to_container(OmegaConf.load(run_dir / "config.yaml"), resolve=True))
+    dev = resolve_device(device)
+    generator = build_on(GENERATORS, cfg.generator, dev)
+    state = torch.load(run_dir / CHECKPOINT, map_location="cpu", weights_only=False)
+    weights = state["ema"] if use_ema and state.get("ema") else state["trainable"]
+    named = {n: p for n, p in generator.named_parameters() if p.requires_grad}
+    if set(named) != set(weights):
+        raise ValueError(f"checkpoint {run_dir / CHECKPOINT} does not match the generator in its config.yaml")
+    with torch.no_grad():
+        for k, p in named.items():
+            p.copy_(weights[k])
+    return generator.eval(), cfg

@@ -83,3 +83,45 @@ def vbench_totals(scores: Mapping[str, float], missing: str = "error") -> Dict[s
     semantic = sum(norm[d] for d in SEMANTIC_DIMENSIONS) / sum(DIMENSION_WEIGHTS[d] for d in SEMANTIC_DIMENSIONS)
     total = (QUALITY_WEIGHT * quality + SEMANTIC_WEIGHT * semantic) / (QUALITY_WEIGHT + SEMANTIC_WEIGHT)
     return {"quality": quality, "semantic": semantic, "total": total}
+
+
+def read_vbench_results(paths) -> Dict[str, dict]:
+    """Per-dimension results written by the optional ``vbench`` package (``pip install vipo[vbench]``).
+
+    ``paths``: a ``*_eval_results.json`` file, a folder of them, or a list of either. Each file maps a
+    dimension to ``[score, per_video_list]`` (VBench's format; a bare number is accepted too).
+    Returns ``{canonical dimension: {"score": float, "n": videos or None, "file": str}}``; a dimension
+    given twice is an error.
+    """
+    import json
+    from pathlib import Path
+
+    files: list = []
+    for p in [paths] if isinstance(paths, (str, Path)) else list(paths):
+        p = Path(p)
+        if p.is_dir():
+            found = sorted(p.glob("*_eval_results.json")) or sorted(p.glob("*.json"))
+            if not found:
+                raise FileNotFoundError(f"no VBench results (*_eval_results.json) in folder {p}")
+            files += found
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise FileNotFoundError(f"VBench results {p} do not exist")
+    out: Dict[str, dict] = {}
+    for f in files:
+        data = json.loads(f.read_text(encoding="utf-8"))
+        if not isinstance(data, dict):
+            raise ValueError(f"{f}: expected VBench's {{dimension: [score, per-video list]}}, got {type(data).__name__}")
+        for dim, entry in data.items():
+            name = canonical_dimension(dim)
+            if name in out:
+                raise ValueError(f"VBench dimension {name!r} appears in both {out[name]['file']} and {f}")
+            if isinstance(entry, (list, tuple)) and entry and isinstance(entry[0], (int, float)):
+                score, n = float(entry[0]), (len(entry[1]) if len(entry) > 1 and isinstance(entry[1], list) else None)
+            elif isinstance(entry, (int, float)):
+                score, n = float(entry), None
+            else:
+                raise ValueError(f"{f}: dimension {dim!r} is not [score, per-video list]: {str(entry)[:80]}")
+            out[name] = {"score": score, "n": n, "file": str(f)}
+    return out
