@@ -148,3 +148,23 @@ def test_advantages_are_finite_and_within_the_clamp(rewards, mode, clamp, seed):
     adv = redistribute(mode, torch.tensor(rewards), torch.arange(len(rewards)) // 2, maps, clamp=clamp)
     assert torch.isfinite(adv).all() and adv.abs().max() <= clamp
     assert adv.shape == ((len(rewards),) if mode == "scalar" else maps.shape)
+
+
+def test_combine_advantages_normalises_each_reward_separately():
+    from vipo.advantage import combine_advantages
+
+    groups = torch.tensor([0, 0, 1, 1])
+    a = torch.tensor([1.0, 3.0, 2.0, 2.0])  # group 0: mean 2, std 1 -> (-1, 1); group 1: all equal -> (0, 0)
+    b = torch.tensor([10.0, 30.0, 0.0, 40.0])  # group 0: mean 20, std 10 -> (-1, 1); group 1: mean 20, std 20
+    out = combine_advantages({"a": a, "b": b}, {"a": 2.0, "b": 0.5}, groups, eps=0.0)
+    torch.testing.assert_close(out, torch.tensor([-2.5, 2.5, -0.5, 0.5]))
+    # the reward-level sum 2a + 0.5b = [7, 21, 4, 24] normalises to [-1, 1, -1, 1]: a different signal
+    raw = group_normalize(2.0 * a + 0.5 * b, groups, eps=0.0)
+    torch.testing.assert_close(raw, torch.tensor([-1.0, 1.0, -1.0, 1.0]))
+    torch.testing.assert_close(combine_advantages({"a": a}, None, groups, eps=0.0), torch.tensor([-1.0, 1, 0, 0]))
+    with pytest.raises(KeyError, match="unknown components \\['c'\\]"):
+        combine_advantages({"a": a}, {"c": 1.0}, groups)
+    with pytest.raises(ValueError, match="at least one"):
+        combine_advantages({}, None, groups)
+    with pytest.raises(ValueError, match="'b' must be \\[B\\]"):
+        combine_advantages({"a": a, "b": b[None]}, None, groups)

@@ -65,7 +65,7 @@ def _pca_exact(x: Tensor, k: int) -> tuple[Tensor, Tensor]:
 
 
 @PCA_SOLVERS.register("randomized")
-def _pca_randomized(x: Tensor, k: int, oversample: int = 17, blocks: int = 3) -> tuple[Tensor, Tensor]:
+def _pca_randomized(x: Tensor, k: int, oversample: int = 13, blocks: int = 3) -> tuple[Tensor, Tensor]:
     """Randomized block Krylov PCA (Musco & Musco 2015) with a fixed seed: Rayleigh-Ritz on
     span[O, S O, S^2 O] for the centred scatter S = (x - mu)^T (x - mu) and a random O [C, k + oversample].
     x (float32) is read 2 * blocks - 1 times, the mean riding on the first pass, and x - mu is never
@@ -74,7 +74,7 @@ def _pca_randomized(x: Tensor, k: int, oversample: int = 17, blocks: int = 3) ->
     b = min(k + oversample, N, C)
     blocks = max(1, min(blocks, min(N, C) // b))  # the space cannot outgrow the rank
     g = torch.Generator(device=x.device).manual_seed(0)
-    q = torch.linalg.qr(torch.randn(B, C, b, generator=g, device=x.device, dtype=torch.float64)).Q  # [B, C, b]
+    q = torch.linalg.qr(torch.randn(B, C, b, generator=g, device=x.device).double()).Q  # [B, C, b]
     y = x @ q.float()  # [B, N, b]
     w = (torch.cat([y, x.new_ones(B, N, 1)], -1).mT @ x).mT.double()  # [B, C, b + 1] = x^T [y, 1]
     mu = w[..., -1:].mT / N  # [B, 1, C]

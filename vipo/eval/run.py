@@ -10,6 +10,7 @@ score), ``summary.json`` and ``samples.png``; plus one row per metric appended t
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import io
 import time
 import typing
@@ -242,9 +243,12 @@ def evaluate(args: EvalArgs) -> dict:
 
     from vipo.eval import metric_names
 
-    unknown = [m for m in args.metrics if m not in metric_names()]
+    known = metric_names()
+    unknown = [m for m in args.metrics if m not in known]
     if unknown:
-        raise ConfigError(f"unknown metric(s) {unknown}; known metrics: {', '.join(metric_names())}")
+        close = [c for m in unknown for c in difflib.get_close_matches(m, known, n=1)]
+        hint = f" (did you mean {', '.join(map(repr, close))}?)" if close else ""
+        raise ConfigError(f"unknown metric(s) {unknown}{hint}; known metrics: {', '.join(known)}")
     cfg = read_run_config(args.run) if args.run is not None else None
     spec = args.prompts or (cfg.train.prompts if cfg is not None else None)
     if spec is None:
