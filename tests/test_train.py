@@ -135,3 +135,28 @@ def test_nan_reward_stops_and_keeps_last_good_checkpoint(tmp_path):
     assert torch.load(d / "checkpoints/last.pt", weights_only=False)["iteration"] == 1
     assert not (d / "summary.json").exists()
     assert "iteration 2" in json.loads((d / "failed.json").read_text())["error"]
+
+
+def test_multi_reward_combined_at_the_advantage_level(tmp_path):
+    from vipo.advantage import combine_advantages
+
+    r = {"a": torch.tensor([1.0, 2.0, 3.0, 5.0]), "b": torch.tensor([100.0, 300.0, 0.0, 0.0])}
+    gids = torch.tensor([0, 0, 1, 1])
+    maps = torch.tensor([0.5, 1.0, 0.25, 1.0]).view(4, 1, 1).expand(4, 2, 2)
+    adv = redistribute("map_x_advantage", r, gids, maps, weights={"a": 1.0, "b": 0.5}, clamp=None)
+    # group 0: a -> [-1, 1], b -> [-1, 1] * 0.5; group 1: a -> [-1, 1], b has zero std -> 0
+    expect = torch.tensor([-1.5, 1.5, -1.0, 1.0]) * torch.tensor([0.5, 1.0, 0.25, 1.0])
+    torch.testing.assert_close(adv[:, 0, 0], expect, atol=1e-5, rtol=0)
+    torch.testing.assert_close(combine_advantages(r, {"a": 1.0, "b": 0.5}, gids), torch.tensor([-1.5, 1.5, -1.0, 1.0]),
+                               atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="map_x_reward"):
+        redistribute("map_x_reward", r, gids, maps)
+    from vipo.config import ConfigError
+
+    with pytest.raises(ConfigError, match="advantage.combine=advantages needs reward.name=multi"):
+        load(["advantage.combine=advantages"])
+    cfg, raw = tiny_cfg(tmp_path, "reward=toy_multi", "~reward.rewards", "~reward.weights",
+                        "+reward.rewards={redness: {}, object_brightness: {}}",
+                        "+reward.weights={redness: 1.0, object_brightness: 0.5}", "advantage.combine=advantages",
+                        "train.iterations=1", "eval.every=0")
+    assert run(cfg, raw)["status"] == "complete"

@@ -57,7 +57,7 @@ def group_normalize(rewards: Tensor, group_ids: Tensor, *, eps: float = 1e-6,
     _check_rewards(rewards, group_ids)
     if std_mode not in ("local", "global"):
         raise ValueError(f"std_mode must be 'local' or 'global', got {std_mode!r}")
-    r = rewards.to(torch.float64)  # [B, *grid]; float64 so that equal rewards cancel exactly
+    r = rewards.to(torch.float64)  # [B, *grid]; float64 statistics, float32 result
     _, inv = torch.unique(group_ids, return_inverse=True)  # [B] in 0..G-1
     mean, std, flat = _group_stats(r, inv, int(inv.max()) + 1)  # each [G, *grid]
     std = r.std(dim=0, unbiased=False, keepdim=True) if std_mode == "global" else std[inv]
@@ -81,39 +81,54 @@ def _expand(a: Tensor, maps: Tensor) -> Tensor:
 
 
 @ADVANTAGE_MODES.register("scalar")
-def _scalar(rewards, group_ids, maps, **kw) -> Tensor:
-    return group_normalize(rewards, group_ids, **kw)  # [B]: plain GRPO, maps ignored
+def _scalar(rewards, group_ids, maps, normalize=group_normalize, **kw) -> Tensor:
+    return normalize(rewards, group_ids, **kw)  # [B]: plain GRPO, maps ignored
 
 
 @ADVANTAGE_MODES.register("map_x_advantage")
-def _map_x_advantage(rewards, group_ids, maps, **kw) -> Tensor:
-    adv = group_normalize(rewards, group_ids, **kw)  # [B]
+def _map_x_advantage(rewards, group_ids, maps, normalize=group_normalize, **kw) -> Tensor:
+    adv = normalize(rewards, group_ids, **kw)  # [B]
     return maps * _expand(adv, maps)  # [B, *grid]: ViPO, A_i^p = M_i(p) A_i
 
 
 @ADVANTAGE_MODES.register("map_x_reward")
-def _map_x_reward(rewards, group_ids, maps, **kw) -> Tensor:
+def _map_x_reward(rewards, group_ids, maps, normalize=group_normalize, **kw) -> Tensor:
+    if normalize is not group_normalize:
+        raise ValueError("advantage mode 'map_x_reward' normalises per position and cannot combine "
+                         "per-component advantages; use advantage.combine=rewards")
     r_p = maps * _expand(rewards.to(maps.dtype), maps)  # [B, *grid]: r_i^p = M_i(p) r_i
     return group_normalize(r_p, group_ids, **kw)  # normalised per position
 
 
 @ADVANTAGE_MODES.register("ones")
-def _ones(rewards, group_ids, maps, **kw) -> Tensor:
-    adv = group_normalize(rewards, group_ids, **kw)  # [B]
+def _ones(rewards, group_ids, maps, normalize=group_normalize, **kw) -> Tensor:
+    adv = normalize(rewards, group_ids, **kw)  # [B]
     return _expand(adv, maps).expand(maps.shape).clone()  # [B, *grid]: M = 1, per-position ratios
 
 
 _NEEDS_MAPS = {"map_x_advantage", "map_x_reward", "ones"}
 
 
-def redistribute(mode: str, rewards: Tensor, group_ids: Tensor, maps: Tensor | None, *,
-                 clamp: float | None = 5.0, eps: float = 1e-6, std_mode: str = "local") -> Tensor:
+def redistribute(mode: str, rewards: Tensor | dict[str, Tensor], group_ids: Tensor, maps: Tensor | None, *,
+                 clamp: float | None = 5.0, eps: float = 1e-6, std_mode: str = "local",
+                 weights: dict[str, float] | None = None) -> Tensor:
     """Advantages for ``mode`` in ``ADVANTAGE_MODES``: "scalar" -> [B]; the others -> [B, *grid].
 
-    ``rewards`` [B] (finite), ``group_ids`` [B], ``maps`` [B, *grid] (finite; only its shape is used
-    by "ones"). The result is float32, clamped to [-clamp, clamp] unless ``clamp`` is None.
+    ``rewards`` [B] (finite), or a dict of reward components name -> [B] that are group-normalised one by
+    one and summed with ``weights`` (``combine_advantages``); ``group_ids`` [B]; ``maps`` [B, *grid] (finite;
+    only its shape is used by "ones"). The result is float32, clamped to [-clamp, clamp] unless ``clamp`` is None.
     """
     fn = ADVANTAGE_MODES.get(mode)
+    normalize = group_normalize
+    if isinstance(rewards, dict):
+        components = rewards
+        for name, r in components.items():
+            _check_rewards(r, group_ids)
+
+        def normalize(_r, gids, **kw):  # noqa: F811
+            return combine_advantages(components, weights, gids, **kw)
+
+        rewards = sum(components.values())  # [B]: only for the shape checks below
     if rewards.ndim != 1:
         raise ValueError(f"rewards must be [B], got shape {tuple(rewards.shape)}")
     _check_rewards(rewards, group_ids)
@@ -125,7 +140,7 @@ def redistribute(mode: str, rewards: Tensor, group_ids: Tensor, maps: Tensor | N
         if not bool(torch.isfinite(maps).all()):
             raise ValueError(f"maps contain {int((~torch.isfinite(maps)).sum())} non-finite value(s)")
         maps = maps.to(torch.float32)
-    adv = fn(rewards, group_ids, maps, eps=eps, std_mode=std_mode)
+    adv = fn(rewards, group_ids, maps, normalize=normalize, eps=eps, std_mode=std_mode)
     if clamp is not None:
         if not clamp > 0:
             raise ValueError(f"clamp must be > 0 or None, got {clamp}")

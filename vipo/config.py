@@ -42,6 +42,7 @@ class AdvantageConfig:
     std_mode: str = "local"  # local: per-group std; global: batch std
     eps: float = 1e-6  # added to the std
     clamp: Optional[float] = 5.0  # advantages clamped to [-clamp, clamp]; null = off
+    combine: str = "rewards"  # multi rewards: rewards (weighted sum, then normalise) | advantages (normalise each)
 
 
 @dataclass
@@ -250,6 +251,10 @@ def _check_choices(cfg: Config) -> None:
     choose("sde.logprob_reduction", cfg.sde.logprob_reduction, ["position", "sample"])
     choose("advantage.mode", cfg.advantage.mode, ADVANTAGE_MODES.names())
     choose("advantage.std_mode", cfg.advantage.std_mode, ["local", "global"])
+    choose("advantage.combine", cfg.advantage.combine, ["rewards", "advantages"])
+    if cfg.advantage.combine == "advantages" and cfg.reward.name != "multi":
+        raise ConfigError("config error: advantage.combine=advantages needs reward.name=multi (a weighted "
+                          f"combination of rewards), got reward.name={cfg.reward.name!r}")
     choose("psm.source", cfg.psm.source, ["backbone", "ones", "random"])
     choose("train.lr_schedule", cfg.train.lr_schedule, ["constant", "linear", "cosine"])
     choose("train.timestep_selection", cfg.train.timestep_selection, ["random", "first"])

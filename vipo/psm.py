@@ -71,8 +71,9 @@ def _pca_randomized(x: Tensor, k: int, oversample: int = 13, blocks: int = 3) ->
     x (float32) is read 2 * blocks - 1 times, the mean riding on the first pass, and x - mu is never
     formed; the small [C, b] blocks are orthonormalised in float64, which keeps the basis orthonormal."""
     B, N, C = x.shape
-    b = min(k + oversample, N, C)
-    blocks = max(1, min(blocks, min(N, C) // b))  # the space cannot outgrow the rank
+    b = k + oversample
+    if blocks * b >= min(N, C):  # small input: one block spanning everything, Rayleigh-Ritz is exact
+        b, blocks = min(N, C), 1
     g = torch.Generator(device=x.device).manual_seed(0)
     q = torch.linalg.qr(torch.randn(B, C, b, generator=g, device=x.device).double()).Q  # [B, C, b]
     y = x @ q.float()  # [B, N, b]

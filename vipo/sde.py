@@ -153,7 +153,8 @@ def sde_step(kind: str, x: Tensor, v: Tensor, sigma: Sigma, sigma_next: Sigma, n
     if noise is not None and next_sample is not None:
         raise ValueError("pass either noise (rollout) or next_sample (recomputation), not both")
     x, v = x.float(), v.float()
-    s, s_next = torch.broadcast_tensors(_per_sample(sigma, x, "sigma"), _per_sample(sigma_next, x, "sigma_next"))
+    s = _per_sample(sigma, x, "sigma")  # [B|1, 1, ..., 1]
+    s, s_next = torch.broadcast_tensors(s, _per_sample(sigma_next, x, "sigma_next"))
     if bool((s_next >= s).any()) or bool((s > 1).any()) or bool((s_next < 0).any()):
         raise ValueError(f"need 1 >= sigma > sigma_next >= 0, got sigma={s.flatten().tolist()} "
                          f"sigma_next={s_next.flatten().tolist()}")
@@ -191,7 +192,9 @@ def reduce_logp(logp: Tensor, mode: str) -> Tensor:
 
 
 def kl_to_reference(mean: Tensor, mean_ref: Tensor, std: Tensor) -> Tensor:
-    """Per-element KL(N(mean, std^2) || N(mean_ref, std^2)) = (mean - mean_ref)^2 / (2 std^2); 0 where std == 0."""
+    """Per-element KL(N(mean, std^2) || N(mean_ref, std^2)) = (mean - mean_ref)^2 / (2 std^2).
+    0 where std == 0 (deterministic step). Note flow_grpo divides by std_k^2 without the |dt| factor;
+    pass ``StepOut.std`` here for the true KL between the two step distributions."""
     live = std > 0
     safe = torch.where(live, std, torch.ones_like(std))
     kl = (mean - mean_ref) ** 2 / (2 * safe**2)

@@ -204,8 +204,13 @@ class Trainer:
         t_map = time.perf_counter() - tic
 
         maps_all = dist.all_gather_cat(maps) if maps is not None else None
-        adv_all = redistribute(cfg.advantage.mode, rewards_all, groups_all, maps_all, clamp=cfg.advantage.clamp,
-                               eps=cfg.advantage.eps, std_mode=cfg.advantage.std_mode)  # [W*B, *grid] or [W*B]
+        scores, weights = rewards_all, None
+        if cfg.advantage.combine == "advantages":  # each component of the multi reward normalised on its own
+            scores = {k: dist.all_gather_cat(v.float().to(self.device)) for k, v in self.reward.last_components.items()}
+            weights = self.reward.weights
+        adv_all = redistribute(cfg.advantage.mode, scores, groups_all, maps_all, clamp=cfg.advantage.clamp,
+                               eps=cfg.advantage.eps, std_mode=cfg.advantage.std_mode,
+                               weights=weights)  # [W*B, *grid] or [W*B]
         b = len(rewards)
         adv = adv_all[dist.rank() * b:(dist.rank() + 1) * b].to(self.device)
 
