@@ -5,7 +5,9 @@ a few smooth spatial fields - an object blob, gradients, a low-frequency wave - 
 with decaying strengths, plus per-channel offsets and noise). Both sides build 64 x 64 maps with the
 official recipe: PCA(3), each component (max - z) / (max - min), EVR-weighted sum, Gaussian blur
 (sigma 1), min-max, bilinear antialiased resize, min-max. Prints both median times, the ratio, the
-largest map difference, and a last line ``BENCH psm_speedup=<ratio>``.
+largest map difference, and ``BENCH psm_speedup=<ratio>`` (default threads). The same comparison
+with every thread pool limited to one thread follows (``BENCH psm_speedup_1thread``): scikit-learn's
+many small BLAS calls lose much of their time to threading on 2 cores, so the two ratios differ a lot.
 
     python bench/bench_psm.py [--repeats 5] [--group 12]
 """
@@ -21,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from scipy.ndimage import gaussian_filter
 from sklearn.decomposition import PCA
+from threadpoolctl import threadpool_limits
 
 from vipo.psm import PSMConfig, build_maps
 
@@ -63,6 +66,22 @@ def reference_maps(feats: np.ndarray, grid: tuple[int, int], sigma: float = 1.0)
     return torch.stack(maps)
 
 
+def measure(feats: torch.Tensor, cfg: PSMConfig, repeats: int) -> tuple[float, float, torch.Tensor, torch.Tensor]:
+    """Median seconds of (ours, reference), timed interleaved so that both see the same machine load."""
+    feats_np = feats.numpy()
+    build_maps(feats[:2], GRID, cfg)  # warm-up
+    reference_maps(feats_np[:1], GRID)
+    t_ours, t_ref = [], []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        ours = build_maps(feats, GRID, cfg)
+        t1 = time.perf_counter()
+        ref = reference_maps(feats_np, GRID)
+        t_ours.append(t1 - t0)
+        t_ref.append(time.perf_counter() - t1)
+    return statistics.median(t_ours), statistics.median(t_ref), ours, ref
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=5)
@@ -70,30 +89,25 @@ def main() -> None:
     args = ap.parse_args()
 
     feats = synthetic_features(args.group)
-    feats_np = feats.numpy()
     cfg = PSMConfig(orientation="reverse")  # the official polarity, so both sides compute the same maps
-    build_maps(feats[:2], GRID, cfg)  # warm-up
-    reference_maps(feats_np[:1], GRID)
-
-    t_ours, t_ref = [], []
-    for _ in range(args.repeats):  # interleaved, so that both sides see the same machine load
-        t0 = time.perf_counter()
-        ours = build_maps(feats, GRID, cfg)
-        t1 = time.perf_counter()
-        ref = reference_maps(feats_np, GRID)
-        t_ours.append(t1 - t0)
-        t_ref.append(time.perf_counter() - t1)
-    t_ours, t_ref = statistics.median(t_ours), statistics.median(t_ref)
+    threads = torch.get_num_threads()
+    t_ours, t_ref, ours, ref = measure(feats, cfg, args.repeats)
+    torch.set_num_threads(1)
+    with threadpool_limits(limits=1):  # numpy / scipy / scikit-learn BLAS and OpenMP pools
+        t_ours1, t_ref1, _, _ = measure(feats, cfg, args.repeats)
+    torch.set_num_threads(threads)
     exact = build_maps(feats[:2], GRID, PSMConfig(orientation="reverse", pca_solver="exact"))  # slow: 2 only
-    ratio = t_ref / t_ours
+
     print(f"PSM maps, group of {args.group}, {TOKENS}x{TOKENS} tokens x {CHANNELS} ch -> {GRID}, "
-          f"torch threads {torch.get_num_threads()}, median of {args.repeats}")
-    print(f"  sklearn per-image loop : {t_ref * 1e3:8.1f} ms")
-    print(f"  vipo batched build_maps: {t_ours * 1e3:8.1f} ms")
-    print(f"  speed-up               : {ratio:8.1f}x (target >= 20x)")
-    print(f"  max |ours - reference| : {(ours - ref).abs().max():.2e}   "
-          f"max |ours - exact PCA| (2 images): {(ours[:2] - exact).abs().max():.2e}")
-    print(f"BENCH psm_speedup={ratio:.1f}")
+          f"median of {args.repeats}")
+    print(f"  {'':24} {f'default ({threads}) threads':>22} {'1 thread':>12}")
+    print(f"  {'sklearn per-image loop':24} {t_ref * 1e3:19.1f} ms {t_ref1 * 1e3:9.1f} ms")
+    print(f"  {'vipo batched build_maps':24} {t_ours * 1e3:19.1f} ms {t_ours1 * 1e3:9.1f} ms")
+    print(f"  {'speed-up (target >= 20x)':24} {t_ref / t_ours:20.1f}x {t_ref1 / t_ours1:10.1f}x")
+    print(f"  max |ours - reference| {(ours - ref).abs().max():.2e}, "
+          f"max |ours - exact PCA| (2 images) {(ours[:2] - exact).abs().max():.2e}")
+    print(f"BENCH psm_speedup={t_ref / t_ours:.1f}")
+    print(f"BENCH psm_speedup_1thread={t_ref1 / t_ours1:.1f}")
 
 
 if __name__ == "__main__":

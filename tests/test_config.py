@@ -42,7 +42,7 @@ def test_default_is_vipo_on_toy_redness():
     ("reward.name=nope", "reward.name='nope' is not a registered reward"),
     ("train.group_size=1", "train.group_size must be >= 2"),
     ("advantage.mode=scalar", "advantage.mode=scalar needs sde.logprob_reduction=sample"),
-    ("train.lrr=1", "train.lrr"),  # hydra itself refuses to override a missing key; the message names it
+    ("train.lrr=1", "unknown key 'train.lrr'; did you mean 'lr'"),  # without the + as well
     ("+foo=1", "unknown top-level key 'foo'"),
 ])
 def test_bad_config_names_the_key(override, needle):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import inspect
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -298,9 +299,17 @@ def load(overrides: Sequence[str] = (), config_dir: str | Path | None = None) ->
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
+    overrides = list(overrides)
     try:
         raw = OmegaConf.to_container(compose(overrides, config_dir=config_dir), resolve=True)
     except (HydraException, OmegaConfBaseException) as e:
-        raise ConfigError("config error: " + " ".join(str(e).split())) from None
+        msg = " ".join(str(e).split())
+        missing = re.match(r"Could not override '([^']+)'", msg)
+        if missing:  # a key that does not exist: let the schema say which keys do
+            key = missing.group(1)
+            retry = [f"+{o}" if o.split("=", 1)[0] == key else o for o in overrides]
+            if retry != overrides:
+                return load(retry, config_dir)
+        raise ConfigError("config error: " + msg) from None
     raw.pop("hydra", None)
     return validate(raw), raw

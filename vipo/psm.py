@@ -89,10 +89,10 @@ def _pca_randomized(x: Tensor, k: int, oversample: int = 13, blocks: int = 3) ->
         ys.append(x @ qs[-1].float() - (mu @ qs[-1]).float())  # [B, N, b]
         if i < blocks - 1:
             w = (ys[-1].mT @ x).mT.double() - mu.mT @ ys[-1].sum(1, keepdim=True).double()  # S qs[-1]
-    basis, y = torch.cat(qs, -1), torch.cat(ys, -1).double()  # [B, C, m], [B, N, m] = (x - mu) basis
-    _, rot = torch.linalg.eigh(y.mT @ y)  # Rayleigh-Ritz on the [B, m, m] Gram, ascending
+    basis, y = torch.cat(qs, -1), torch.cat(ys, -1)  # [B, C, m] float64, [B, N, m] = (x - mu) basis
+    _, rot = torch.linalg.eigh((y.mT @ y).double())  # Rayleigh-Ritz on the [B, m, m] Gram, ascending
     rot = rot[..., -k:].flip(-1)  # [B, m, k] top-k, descending
-    return (y @ rot).float(), (basis @ rot).float()  # [B, N, k], [B, C, k]
+    return y @ rot.float(), (basis @ rot).float()  # [B, N, k], [B, C, k]
 
 
 def _scores(feats: Tensor, k: int, solver: str) -> tuple[Tensor, Tensor]:
