@@ -145,6 +145,15 @@ def test_object_scores_higher_than_background_under_border(sign, aggregation):
     assert m[obj].mean() > m[~obj].mean() + 0.5
 
 
+@pytest.mark.parametrize("aggregation", ["variance", "mean"])
+def test_rank_one_features_give_a_clean_two_level_map(aggregation):
+    # two exact feature vectors: components 2 and 3 are pure round-off and must not add noise
+    _, obj = object_scene()
+    feats = torch.where(obj[..., None], torch.linspace(-1, 2, 32), torch.linspace(3, 0, 32))[None]
+    m = build_maps(feats, (12, 12), PSMConfig(aggregation=aggregation, blur_sigma=0.0))[0]
+    assert torch.equal(m, obj.float())
+
+
 @pytest.mark.parametrize("value", [0.0, 0.1, -3.7])
 @pytest.mark.parametrize("solver", ["exact", "randomized"])
 def test_constant_features_give_all_ones(value, solver):

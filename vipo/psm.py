@@ -223,6 +223,8 @@ def build_maps(feats: Tensor, grid: tuple[int, int], cfg: PSMConfig | None = Non
     if bool(bad.any()):
         raise ValueError(f"non-finite features (NaN/inf) in images {bad.nonzero().flatten().tolist()}")
     z = minmax(scores.mT.reshape(B, cfg.k, h, w), (-2, -1))  # [B, k, h, w] in [0, 1]
+    dead = power <= 1e-10 * power[:, :1]  # [B, k] components that are round-off only (rank < k)
+    z = torch.where(dead[..., None, None], 0.5, z)
     z = ORIENTATIONS.get(cfg.orientation)(z)
     s = AGGREGATIONS.get(cfg.aggregation)(z, power)  # [B, h, w]; power is proportional to the EVR
     s = gaussian_blur1d(gaussian_blur1d(s, cfg.blur_sigma, -2), cfg.blur_sigma, -1)

@@ -157,6 +157,24 @@ class DiffusersGenerator:
     vae: nn.Module
     text_encoders: nn.ModuleList
 
+    @classmethod
+    def from_pretrained(cls, path_or_id: str, **options):
+        return cls(path_or_id, **options)
+
+    @classmethod
+    def from_components(cls, transformer, vae, text_encoders, tokenizers, **options):
+        return cls(transformer=transformer, vae=vae, text_encoders=text_encoders, tokenizers=tokenizers, **options)
+
+    def _attach(self, transformer, vae, text_encoders, tokenizers, *, dtype, device, vae_dtype, lora_rank,
+                lora_alpha, target_modules, gradient_checkpointing, prompt_cache_size) -> None:
+        """Hold the components, place and freeze them, set up LoRA or full training and the prompt cache."""
+        self.transformer, self.vae = transformer, vae
+        self.text_encoders = nn.ModuleList(text_encoders)
+        self.tokenizers = list(tokenizers)
+        self._place(resolve_dtype(dtype), device, resolve_dtype(vae_dtype))
+        self._setup_training(lora_rank, lora_alpha, target_modules, gradient_checkpointing)
+        self.cache = PromptCache(self._encode, prompt_cache_size)  # type: ignore[attr-defined]
+
     def _place(self, dtype: torch.dtype, device: str | torch.device, vae_dtype: torch.dtype) -> None:
         """Move every component to ``device``, cast the transformer and text encoders to ``dtype`` and
         the VAE to ``vae_dtype``; freeze the encoders and the VAE."""

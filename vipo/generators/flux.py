@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from vipo.generators._diffusers_utils import (
-    DiffusersGenerator, PromptCache, check_pretrained, clip_max_length, resolve_dtype, to_unit_range, tokenize,
+    DiffusersGenerator, check_pretrained, clip_max_length, resolve_dtype, to_unit_range, tokenize,
 )
 from vipo.generators.base import Cond, Generator
 from vipo.generators.lora import FLUX_LORA_TARGETS
@@ -79,23 +79,12 @@ class FluxGenerator(DiffusersGenerator, Generator):
         self.vae_scale = 2 ** (len(vae.config.block_out_channels) - 1)
         if height % (2 * self.vae_scale) or width % (2 * self.vae_scale):
             raise ValueError(f"FLUX height/width must be multiples of {2 * self.vae_scale}, got {height}x{width}")
-        self.transformer, self.vae = transformer, vae
-        self.text_encoders = nn.ModuleList(text_encoders)
-        self.tokenizers = list(tokenizers)
         self.height, self.width = height, width
         self.guidance_scale, self.shift = guidance_scale, shift
         self.max_sequence_length = max_sequence_length
-        self._place(resolve_dtype(dtype), device, resolve_dtype(vae_dtype))
-        self._setup_training(lora_rank, lora_alpha, lora_target_modules or FLUX_LORA_TARGETS, gradient_checkpointing)
-        self.cache = PromptCache(self._encode, prompt_cache_size)
-
-    @classmethod
-    def from_pretrained(cls, path_or_id: str, **options) -> "FluxGenerator":
-        return cls(path_or_id, **options)
-
-    @classmethod
-    def from_components(cls, transformer, vae, text_encoders, tokenizers, **options) -> "FluxGenerator":
-        return cls(transformer=transformer, vae=vae, text_encoders=text_encoders, tokenizers=tokenizers, **options)
+        self._attach(transformer, vae, text_encoders, tokenizers, dtype=dtype, device=device, vae_dtype=vae_dtype,
+                     lora_rank=lora_rank, lora_alpha=lora_alpha, target_modules=lora_target_modules or FLUX_LORA_TARGETS,
+                     gradient_checkpointing=gradient_checkpointing, prompt_cache_size=prompt_cache_size)
 
     @staticmethod
     def _load(path_or_id: str, dtype: torch.dtype, vae_dtype: torch.dtype):

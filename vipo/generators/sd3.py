@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vipo.generators._diffusers_utils import (
-    DiffusersGenerator, PromptCache, cfg_combine, check_pretrained, clip_max_length, resolve_dtype,
+    DiffusersGenerator, cfg_combine, check_pretrained, clip_max_length, resolve_dtype,
     to_unit_range, tokenize,
 )
 from vipo.generators.base import Cond, Generator
@@ -72,25 +72,14 @@ class SD3Generator(DiffusersGenerator, Generator):
         step = self.vae_scale * transformer.config.patch_size
         if height % step or width % step:
             raise ValueError(f"SD3 height/width must be multiples of {step}, got {height}x{width}")
-        self.transformer, self.vae = transformer, vae
-        self.text_encoders = nn.ModuleList(text_encoders)
-        self.tokenizers = list(tokenizers)
         self.height, self.width = height, width
         self.guidance_scale, self.negative_prompt = guidance_scale, negative_prompt
         self.cfg_no_grad_uncond = cfg_no_grad_uncond
         self.shift = 3.0 if shift is None else shift
         self.max_sequence_length = max_sequence_length
-        self._place(resolve_dtype(dtype), device, resolve_dtype(vae_dtype))
-        self._setup_training(lora_rank, lora_alpha, lora_target_modules or SD3_LORA_TARGETS, gradient_checkpointing)
-        self.cache = PromptCache(self._encode, prompt_cache_size)
-
-    @classmethod
-    def from_pretrained(cls, path_or_id: str, **options) -> "SD3Generator":
-        return cls(path_or_id, **options)
-
-    @classmethod
-    def from_components(cls, transformer, vae, text_encoders, tokenizers, **options) -> "SD3Generator":
-        return cls(transformer=transformer, vae=vae, text_encoders=text_encoders, tokenizers=tokenizers, **options)
+        self._attach(transformer, vae, text_encoders, tokenizers, dtype=dtype, device=device, vae_dtype=vae_dtype,
+                     lora_rank=lora_rank, lora_alpha=lora_alpha, target_modules=lora_target_modules or SD3_LORA_TARGETS,
+                     gradient_checkpointing=gradient_checkpointing, prompt_cache_size=prompt_cache_size)
 
     @staticmethod
     def _load(path_or_id: str, dtype: torch.dtype, vae_dtype: torch.dtype):
