@@ -1,0 +1,1 @@
+"""Table and figure builders over run records (importable; the notebooks and README call these)."""
