@@ -5,6 +5,7 @@ PYTHON  := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
 export OMP_NUM_THREADS ?= 2
 export TOKENIZERS_PARALLELISM = false
+export OMP_WAIT_POLICY ?= PASSIVE   # idle OpenMP threads sleep instead of spinning on a busy 2-core machine
 export HF_HUB_OFFLINE ?= 1
 
 .PHONY: setup demo test test-slow test-all bench bench-gpu check-scorers clean

@@ -11,8 +11,8 @@ from vipo.backbones import BACKBONES
 from vipo.backbones.toy import ToyBackbone
 from vipo.eval.toy import ToyEvaluator, feature_stats, frechet_distance
 from vipo.toy.augment import colour_augment
-from vipo.toy.data import PROMPTS, render_batch
-from vipo.toy.nets import load_classifier, read_weights, SHIPPED
+from vipo.toy.data import label_to_prompt, prompt_to_label, render_batch
+from vipo.toy.nets import SHIPPED, load_classifier, read_weights
 from vipo.toy.train_classifier import TEST_SEED, accuracy
 
 
@@ -96,7 +96,7 @@ def test_evaluator_on_real_images(evaluator):
     real = evaluator.evaluate(b.images, b.prompts)
     assert real["shape_acc"] >= 0.97 and real["colour_acc"] >= 0.97
     assert {"reward_redness", "reward_object_brightness", "reward_uniform_background", "reward_centred"} <= set(real)
-    shuffled = [PROMPTS[(PROMPTS.index(p) + 1) % len(PROMPTS)] for p in b.prompts]  # next shape, same colour
+    shuffled = [label_to_prompt((s + 1) % 4, c) for s, c in map(prompt_to_label, b.prompts)]  # next shape, same colour
     wrong = evaluator.evaluate(b.images, shuffled)
     assert wrong["shape_acc"] < 0.1 and wrong["colour_acc"] >= 0.95
     # FD: real images sit near the small-sample floor; a red wash or noise is far from it.

@@ -3,7 +3,8 @@
 ``ToyEvaluator().evaluate(images [N, 3, 32, 32] in [0, 1], prompts)`` returns
 
 - ``shape_acc`` / ``colour_acc``: the judge classifier's accuracy on the prompted shape / colour;
-- ``fd``: Fréchet distance between the judge's pooled features of the images and of real images
+- ``fd``: Fréchet distance between the judge's pooled features (spatial means of all three stages: the
+  last stage is nearly colour-blind by training, the first one sees colour) of the images and of real images
   (reference statistics from ``REFERENCE_SIZE`` procedural images, computed once per process and cached);
   like FID it is biased upwards for small N, so compare values at equal N only (``fd_floor`` gives the
   value that N real images reach);
@@ -73,7 +74,7 @@ class ToyEvaluator:
         """(mean, covariance, covariance^1/2) of judge features on real images, cached per process."""
         if self.key not in _REFERENCE_CACHE:
             images = render_batch(REFERENCE_SIZE, REFERENCE_SEED).images  # [N, 3, 32, 32]
-            mu, cov = feature_stats(self.judge_outputs(images)["features"])
+            mu, cov = feature_stats(self.judge_outputs(images)["pooled_all"])
             _REFERENCE_CACHE[self.key] = (mu, cov, _sqrtm_psd(cov))
         return _REFERENCE_CACHE[self.key]
 
@@ -84,7 +85,7 @@ class ToyEvaluator:
 
     def fd_floor(self, n: int, seed: int = 7) -> float:
         """FD that ``n`` real images (a fresh seed) reach: the small-sample bias floor."""
-        return self.fd(self.judge_outputs(render_batch(n, as_generator(seed)).images)["features"])
+        return self.fd(self.judge_outputs(render_batch(n, as_generator(seed)).images)["pooled_all"])
 
     @torch.no_grad()
     def evaluate(self, images: torch.Tensor, prompts: Sequence[str]) -> dict[str, float]:
@@ -97,7 +98,7 @@ class ToyEvaluator:
         metrics = {
             "shape_acc": (out["shape"].argmax(1) == labels[:, 0]).float().mean().item(),
             "colour_acc": (out["colour"].argmax(1) == labels[:, 1]).float().mean().item(),
-            "fd": self.fd(out["features"]),
+            "fd": self.fd(out["pooled_all"]),
         }
         for name, reward in self.rewards.items():
             metrics[f"reward_{name}"] = reward(images.float(), list(prompts)).mean().item()

@@ -42,7 +42,8 @@ class ToyClassifier(nn.Module):
     """Three conv stages (32 -> 16 -> 8 px) and two linear heads on the pooled features.
 
     ``forward(images [B, 3, H, W] in [0, 1])`` -> dict with ``shape`` [B, len(SHAPES)] and ``colour``
-    [B, len(COLOURS)] logits and the pooled ``features`` [B, 4*width]. ``feature_maps`` gives each
+    [B, len(COLOURS)] logits, the pooled ``features`` [B, 4*width] the heads read, and ``pooled_all``
+    [B, 7*width], every stage's spatial mean (the Fréchet-distance features). ``feature_maps`` gives each
     stage's map: ``stage1`` [B, w, H, W], ``stage2`` [B, 2w, H/2, W/2], ``stage3`` [B, 4w, H/4, W/4].
     """
 
@@ -69,8 +70,11 @@ class ToyClassifier(nn.Module):
         return out
 
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
-        feats = self.feature_maps(images)["stage3"].mean(dim=(2, 3))  # [B, 4w]
-        return {"shape": self.shape_head(feats), "colour": self.colour_head(feats), "features": feats}
+        maps = self.feature_maps(images)
+        feats = maps["stage3"].mean(dim=(2, 3))  # [B, 4w]
+        pooled_all = torch.cat([maps[name].mean(dim=(2, 3)) for name in self.STAGES], dim=1)  # [B, 7w]
+        return {"shape": self.shape_head(feats), "colour": self.colour_head(feats), "features": feats,
+                "pooled_all": pooled_all}
 
 
 # ------------------------------------------------------------------------------------------- generator
