@@ -77,8 +77,12 @@ def test_weights_round_trip_with_config(tmp_path):
     assert torch.allclose(state[key], unet.state_dict()[key].half().float())
     g = ToyGenerator(weights=str(path), resolution=16)
     assert g.latent_shape() == (3, 16, 16)
+    with pytest.raises(ValueError, match="trained at 16x16 pixels, not 32"):
+        ToyGenerator(weights=str(path), resolution=32)
     with pytest.raises(FileNotFoundError, match="vipo.toy.pretrain"):
         resolve_weights(tmp_path / "missing.safetensors", "generator")
+    with pytest.raises(ValueError, match="no shipped toy generator for resolution 24"):
+        ToyGenerator(resolution=24)
 
 
 def test_shipped_weight_files_are_small():

@@ -27,7 +27,7 @@ class ToyGenerator(Generator):
     def __init__(
         self,
         weights: str | None = "shipped",  # "shipped" | None (random init) | path to a safetensors file
-        resolution: int = 32,  # image side in pixels (the shipped weights were trained at 32)
+        resolution: int = 32,  # image side in pixels; "shipped" weights exist for 32 and 16
         guidance_scale: float = 1.0,  # classifier-free guidance; 1 = conditional velocity only
         shift: float = 1.0,  # sigma-schedule shift a in a t / (1 + (a - 1) t)
     ):

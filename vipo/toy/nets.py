@@ -17,7 +17,8 @@ from vipo.toy.data import COLOURS, PROMPTS, SHAPES
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 SHIPPED = {
-    "generator": WEIGHTS_DIR / "toy_generator.safetensors",
+    "generator": WEIGHTS_DIR / "toy_generator.safetensors",  # 32x32
+    "generator_16": WEIGHTS_DIR / "toy_generator_16.safetensors",  # 16x16 (faster experiments)
     "backbone": WEIGHTS_DIR / "toy_classifier_backbone.safetensors",
     "judge": WEIGHTS_DIR / "toy_classifier_judge.safetensors",
 }
@@ -25,10 +26,10 @@ NULL_CLASS = len(PROMPTS)  # class label of the empty prompt (classifier-free gu
 
 
 def resolve_weights(weights: str | Path, kind: str) -> Path:
-    """``"shipped"`` -> the packaged file for ``kind`` (generator / backbone / judge); else a path."""
+    """``"shipped"`` -> the packaged file for ``kind`` (a key of ``SHIPPED``); else a path."""
     path = SHIPPED[kind] if str(weights) == "shipped" else Path(weights)
     if not path.is_file():
-        hint = f"`python -m {'vipo.toy.pretrain' if kind == 'generator' else 'vipo.toy.train_classifier'}`"
+        hint = f"`python -m {'vipo.toy.pretrain' if kind.startswith('generator') else 'vipo.toy.train_classifier'}`"
         raise FileNotFoundError(f"toy {kind} weights not found at {path}; train them with {hint}")
     return path
 
@@ -129,7 +130,16 @@ def load_classifier(weights: str | Path = "shipped", kind: str = "judge") -> Toy
 
 
 def load_unet(weights: str | Path = "shipped", resolution: int = 32):
-    state, config = read_weights(resolve_weights(weights, "generator"))
+    """The UNet from ``weights``; "shipped" picks the packaged file trained at ``resolution`` (32 or 16)."""
+    kind = "generator" if resolution == 32 else f"generator_{resolution}"
+    if str(weights) == "shipped" and kind not in SHIPPED:
+        raise ValueError(f"no shipped toy generator for resolution {resolution}; shipped: 32, 16 "
+                         f"(train one with `python -m vipo.toy.pretrain --resolution {resolution} --out PATH`)")
+    path = resolve_weights(weights, kind)
+    state, config = read_weights(path)
+    if config.get("resolution", resolution) != resolution:
+        raise ValueError(f"{path} was trained at {config['resolution']}x{config['resolution']} pixels, "
+                         f"not {resolution}; pass resolution={config['resolution']} or other weights")
     unet = build_unet(resolution=resolution, **{k: v for k, v in config.items() if k != "resolution"})
     unet.load_state_dict(state)
     return unet

@@ -80,8 +80,9 @@ def judge_weights(path: str | Path, n: int, seed: int = 1234) -> dict:
     from vipo.eval.toy import ToyEvaluator
     from vipo.generators.toy import ToyGenerator, sample_ode
     from vipo.toy.data import prompts_for
+    from vipo.toy.nets import read_weights
 
-    gen = ToyGenerator(weights=str(path)).eval()
+    gen = ToyGenerator(weights=str(path), resolution=read_weights(path)[1]["resolution"]).eval()
     prompts = prompts_for(n, seed)
     evaluator = ToyEvaluator()
     out = {}
