@@ -25,11 +25,11 @@ def tiny_extra(tmp_path):
 
 
 @pytest.mark.parametrize("name", ABLATIONS)
-def test_ablation_file_composes(name):
+def test_ablation_file_composes(name, tmp_path):
     spec = load_ablation(name)
     text = (CONFIG_DIR / "ablation" / f"{name}.yaml").read_text().splitlines()
     assert text[0].startswith("# Table:") and text[1].startswith(f"# Run:   python sweep.py ablation={name}")
-    cells = plan(name, [0, 1], [])
+    cells = plan(name, [0, 1], [], root=tmp_path)
     assert len(cells) == 2 * (len(spec.get("cells") or {}) or _product(spec["axes"]))
     assert len({c.run_dir for c in cells}) == len(cells)
 
@@ -39,6 +39,13 @@ def _product(axes):
     for v in axes.values():
         n *= len(v)
     return n
+
+
+def test_default_root_is_per_ablation_and_experiment():
+    from vipo.sweep import ROOT, default_root
+
+    assert default_root("psm_k") == ROOT / "results/sweeps/psm_k/toy_redness"
+    assert default_root("psm_k", ["experiment=toy_redness_grpo"]) == ROOT / "results/sweeps/psm_k/toy_redness_grpo"
 
 
 def test_axes_expand_to_the_product():
@@ -98,3 +105,15 @@ def test_one_tiny_cell_of_every_ablation_on_the_toy_world(name, tmp_path):
     summary = run(cfg, raw)
     assert summary["status"] == "complete" and summary["tags"]["cell"] == cell.name
     assert 0.0 <= summary["eval/shape_acc"] <= 1.0
+
+
+def test_rerun_with_other_overrides_is_refused(tmp_path):
+    root = tmp_path / "sweep"
+    cells = plan("psm_target", [0], tiny_extra(tmp_path), root=root)
+    from vipo.train import run
+
+    cfg, raw = load(cell_overrides(cells[0], "psm_target", root, tiny_extra(tmp_path)))
+    run(cfg, raw)
+    plan("psm_target", [0], tiny_extra(tmp_path), root=root)  # same overrides: fine
+    with pytest.raises(ConfigError, match=r"already holds a run with a different config \(train.iterations: 2 -> 3"):
+        plan("psm_target", [0], [*tiny_extra(tmp_path), "train.iterations=3"], root=root)

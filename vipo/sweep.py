@@ -11,6 +11,7 @@ end comes from the summaries (``vipo.results``).
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import subprocess
 import sys
@@ -30,6 +31,7 @@ class Cell:
     overrides: list[str]  # Hydra overrides of this cell
     seed: int  # train.seed
     run_dir: Path = field(default=Path())
+    raw: dict = field(default_factory=dict)  # the resolved config the cell will run with
 
 
 def _fmt(value) -> str:
@@ -87,10 +89,29 @@ def plan(ablation: str, seeds: Sequence[int], extra: Sequence[str], root: Path |
     for cell in cells:
         cell.run_dir = root / f"{cell.name}-s{cell.seed}"
         try:
-            load(cell_overrides(cell, ablation, root, extra))
+            _, cell.raw = load(cell_overrides(cell, ablation, root, extra))
         except ConfigError as e:
             raise ConfigError(f"{e} (ablation {ablation}, cell {cell.name})") from None
+        _check_same_config(cell)
     return cells
+
+
+def _check_same_config(cell: Cell) -> None:
+    """A run folder that already exists must hold the same config, or skipping/resuming it would mix runs."""
+    import yaml
+
+    from vipo.results import flatten
+
+    path = cell.run_dir / "config.yaml"
+    if not path.exists():
+        return
+    old = flatten(yaml.safe_load(path.read_text()) or {})
+    new = flatten(json.loads(json.dumps(cell.raw)))
+    diff = sorted(k for k in set(old) | set(new) if k != "resume" and old.get(k) != new.get(k))
+    if diff:
+        shown = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in diff[:4])
+        raise ConfigError(f"config error: {cell.run_dir} already holds a run with a different config ({shown}); "
+                          "re-run with the same overrides, or move that folder away")
 
 
 def _command(cell: Cell, ablation: str, extra: Sequence[str], runner: Sequence[str]) -> list[str]:

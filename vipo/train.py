@@ -302,7 +302,8 @@ class Trainer:
         return summary
 
     def _print(self, r: dict, total: int) -> None:
-        ev = "  ".join(f"{k[5:]} {v:.3f}" for k, v in r.items() if k.startswith("eval/"))
+        ev = "  ".join(f"{k[5:]} {v:.3f}" for k, v in r.items()
+                       if k.startswith("eval/") and not k.startswith(("eval/reward_", "eval/reward_std")))
         print(f"[vipo] it {r['iteration'] + 1:4d}/{total}  reward {r['reward_mean']:.4f} ± {r['reward_std']:.4f}  "
               f"clipfrac {r['clipfrac']:.3f}  kl {r['approx_kl']:.1e}  |  {r['time_iter']:.2f}s "
               f"(sample {r['time_sample']:.2f} reward {r['time_reward']:.2f} map {r['time_map']:.2f} "
