@@ -14,6 +14,7 @@ from vipo import dist
 from vipo.config import load
 
 out = Path(sys.argv[1])
+extra = sys.argv[2:]  # e.g. train.fsdp=true
 seen = []
 _redistribute = train_mod.redistribute
 
@@ -27,10 +28,14 @@ def recording(mode, rewards, group_ids, maps, **kw):
 
 train_mod.redistribute = recording
 prompts = out / "prompts.txt"
+run_id = "fsdp" if "train.fsdp=true" in extra else "ddp"
 cfg, raw = load([*TINY, "backbone.name=tiny_test", "train.iterations=2", "advantage.std_mode=global",
-                 "eval.every=0", f"train.prompts={prompts}", f"results_root={out}", "run_id=ddp", "train.lr=1e-2"])
+                 "eval.every=0", f"train.prompts={prompts}", f"results_root={out}", f"run_id={run_id}",
+                 "train.lr=1e-2", "train.ema_decay=0.5", *extra])
 trainer = train_mod.Trainer(cfg, raw)
 trainer.run()
-torch.save({"seen": seen, "trainable": {k: p.detach().clone() for k, p in trainer.named.items()},
-            "world": dist.world_size()}, out / f"rank{dist.rank()}.pt")
+trainable = {k: dist.full(p.detach()).clone() for k, p in trainer.named.items()}
+torch.save({"seen": seen, "trainable": trainable, "world": dist.world_size(), "fsdp": trainer.fsdp,
+            "sharded": [k for k, p in trainer.named.items() if dist.is_sharded(p)]},
+           out / f"{run_id}_rank{dist.rank()}.pt")
 dist.barrier()

@@ -59,7 +59,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         run(cfg, raw)
-    except (NonFiniteError, FileExistsError, FileNotFoundError) as e:
+    except (NonFiniteError, FileExistsError, FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     return 0

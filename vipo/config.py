@@ -71,6 +71,7 @@ class TrainConfig:
     max_grad_norm: Optional[float] = 1.0  # gradient-norm clip; null = off
     kl_coef: float = 0.0  # weight of the KL term to the frozen reference policy
     ema_decay: float = 0.0  # EMA of trained weights used for evaluation; 0 = off
+    fsdp: bool = False  # shard the generator's network over processes (FSDP2); also on under accelerate's FSDP
     seed: int = 0  # everything random derives from (seed, iteration)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     threads: int = 0  # torch CPU threads; 0 = leave as is

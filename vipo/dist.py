@@ -3,7 +3,9 @@
 Launch with ``accelerate launch`` or ``torchrun``: each process rolls out its own prompts, rewards are
 gathered so group statistics see every sample, and gradients are averaged after each backward pass.
 Averaging gradients by hand (instead of wrapping the model in DDP) keeps the ``Generator`` interface
-free to call any method, not only ``forward``.
+free to call any method, not only ``forward``. With ``train.fsdp`` the generator's network is sharded
+with FSDP2 (``shard``): its hooks sit on the sharded modules' own forward, so they fire whatever method
+of the generator calls them.
 """
 
 from __future__ import annotations
@@ -46,10 +48,11 @@ def all_gather_cat(x: torch.Tensor) -> torch.Tensor:
 
 
 def average_gradients(params) -> None:
+    """Average gradients over ranks; sharded (FSDP) parameters are already reduce-scattered."""
     if world_size() == 1:
         return
     for p in params:
-        if p.grad is not None:
+        if p.grad is not None and not is_sharded(p):
             dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
             p.grad /= world_size()
 
@@ -65,3 +68,50 @@ def broadcast_object(obj):
     box = [obj]
     dist.broadcast_object_list(box, src=0)
     return box[0]
+
+
+# ----------------------------------------------------------------------------------- FSDP (torch FSDP2)
+def is_sharded(t: torch.Tensor) -> bool:
+    return type(t).__name__ == "DTensor"
+
+
+def full(t: torch.Tensor) -> torch.Tensor:
+    """The whole tensor of a sharded (DTensor) parameter; a collective, so every rank must call it."""
+    return t.full_tensor() if is_sharded(t) else t
+
+
+def copy_full_(dst: torch.Tensor, src: torch.Tensor) -> None:
+    """Copy a whole tensor into ``dst``, sharding it the way ``dst`` is sharded."""
+    with torch.no_grad():
+        if is_sharded(dst):
+            from torch.distributed.tensor import distribute_tensor
+
+            dst.copy_(distribute_tensor(src.to(dst.device, dst.dtype), dst.device_mesh, dst.placements))
+        else:
+            dst.copy_(src)
+
+
+def shard_root(generator: torch.nn.Module) -> torch.nn.Module:
+    """The module to shard: the generator's ``fsdp_root`` attribute name, else its transformer/unet."""
+    for name in (getattr(generator, "fsdp_root", None), "transformer", "unet", "net"):
+        if name and isinstance(getattr(generator, name, None), torch.nn.Module):
+            return getattr(generator, name)
+    raise ValueError(f"{type(generator).__name__}: no module to shard (set an 'fsdp_root' attribute)")
+
+
+def shard(generator: torch.nn.Module) -> int:
+    """FSDP2: shard every block of the generator's network (each entry of its ModuleLists) and then
+    the network itself across all ranks. Forward passes through those modules gather the weights,
+    backward reduce-scatters (averages) the gradients. Returns the number of sharded units."""
+    from torch.distributed.fsdp import fully_shard
+
+    root = shard_root(generator)
+    units = 0
+    for module in root.modules():
+        if isinstance(module, torch.nn.ModuleList):
+            for block in module:
+                if any(p.requires_grad for p in block.parameters()):
+                    fully_shard(block)
+                    units += 1
+    fully_shard(root)
+    return units + 1

@@ -8,6 +8,8 @@ from typing import Iterator
 import torch
 from torch import nn
 
+from vipo.dist import copy_full_, full
+
 
 class EMA:
     def __init__(self, named_params: dict[str, nn.Parameter], decay: float):
@@ -35,8 +37,9 @@ class EMA:
                     p.copy_(backup[k])
 
     def state_dict(self) -> dict:
-        return {k: v.cpu() for k, v in self.shadow.items()}
+        """Whole tensors on the CPU (gathered from all ranks when the parameters are sharded)."""
+        return {k: full(v).cpu() for k, v in self.shadow.items()}
 
     def load_state_dict(self, state: dict) -> None:
         for k, v in state.items():
-            self.shadow[k].copy_(v)
+            copy_full_(self.shadow[k], v)

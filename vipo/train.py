@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import math
 import time
 from dataclasses import asdict
@@ -114,17 +115,23 @@ class Trainer:
         if not self.named:
             raise ValueError(f"generator {cfg.generator.name!r} has no trainable parameters")
         t = cfg.train
+        self.start, state = 0, None
+        if cfg.resume:
+            self.run_dir = Path(cfg.resume)
+            state = self._read_checkpoint()  # loads the trained weights before any sharding
+        else:
+            self.run_dir = dist.broadcast_object(new_run_dir(cfg) if dist.is_main() else None)
+        self.fsdp = dist.world_size() > 1 and (t.fsdp or os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true")
+        if self.fsdp:
+            dist.shard(self.generator)
+            self.named = {n: p for n, p in self.generator.named_parameters() if p.requires_grad}
         self.optimizer = torch.optim.AdamW(list(self.named.values()), lr=t.lr, betas=tuple(t.betas),
                                            weight_decay=t.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(cfg))
         self.ema = EMA(self.named, t.ema_decay) if t.ema_decay > 0 else None
         self.reference = EMA(self.named, 1.0) if t.kl_coef > 0 else None  # frozen copy of the start weights
-        self.start = 0
-        if cfg.resume:
-            self.run_dir = Path(cfg.resume)
-            self._load()
-        else:
-            self.run_dir = dist.broadcast_object(new_run_dir(cfg) if dist.is_main() else None)
+        if state is not None:
+            self._restore(state)
         self.metrics_path = self.run_dir / "metrics.jsonl"
         if dist.is_main():
             from omegaconf import OmegaConf
@@ -135,17 +142,24 @@ class Trainer:
 
     # -- checkpoints -------------------------------------------------------------------------------
     def _save(self, iteration: int) -> None:
+        """Collective when sharded (every rank gathers the whole weights); rank 0 writes ``last.pt``."""
+        trainable = {k: dist.full(p.detach()).cpu() for k, p in self.named.items()}
+        ema = self.ema.state_dict() if self.ema else None
+        reference = self.reference.state_dict() if self.reference else None
+        if self.fsdp:  # optimizer state stays sharded: one file per rank, written before last.pt
+            atomic_torch_save(self.run_dir / f"checkpoints/optim_rank{dist.rank()}.pt",
+                              {"iteration": iteration, "optimizer": self.optimizer.state_dict()})
+            dist.barrier()
         if not dist.is_main():
             return
-        state = {"iteration": iteration, "trainable": {k: p.detach().cpu() for k, p in self.named.items()},
-                 "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                 "ema": self.ema.state_dict() if self.ema else None,
-                 "reference": self.reference.state_dict() if self.reference else None}
+        state = {"iteration": iteration, "trainable": trainable, "scheduler": self.scheduler.state_dict(),
+                 "optimizer": None if self.fsdp else self.optimizer.state_dict(), "ema": ema,
+                 "reference": reference, "world_size": dist.world_size(), "fsdp": self.fsdp}
         atomic_torch_save(self.run_dir / CHECKPOINT, state)
         if self.cfg.train.keep_checkpoints:
             atomic_torch_save(self.run_dir / f"checkpoints/iter_{iteration:05d}.pt", state)
 
-    def _load(self) -> None:
+    def _read_checkpoint(self) -> dict:
         path = self.run_dir / CHECKPOINT
         if not path.exists():
             raise FileNotFoundError(f"cannot resume: no checkpoint at {path}")
@@ -156,7 +170,21 @@ class Trainer:
         with torch.no_grad():
             for k, p in self.named.items():
                 p.copy_(state["trainable"][k])
-        self.optimizer.load_state_dict(state["optimizer"])
+        return state
+
+    def _restore(self, state: dict) -> None:
+        if state.get("fsdp"):
+            if state.get("world_size") != dist.world_size() or not self.fsdp:
+                raise ValueError(f"{self.run_dir} was saved by a sharded run on {state.get('world_size')} processes; "
+                                 "resume it with the same launch configuration")
+            shard = torch.load(self.run_dir / f"checkpoints/optim_rank{dist.rank()}.pt", map_location="cpu",
+                               weights_only=False)
+            if shard["iteration"] != state["iteration"]:
+                raise ValueError(f"{self.run_dir}: optimizer shard of rank {dist.rank()} is from iteration "
+                                 f"{shard['iteration']}, the checkpoint from {state['iteration']}")
+            self.optimizer.load_state_dict(shard["optimizer"])
+        else:
+            self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         if self.ema and state["ema"]:
             self.ema.load_state_dict(state["ema"])
@@ -166,7 +194,7 @@ class Trainer:
         if dist.is_main():
             rows = [r for r in read_jsonl(self.run_dir / "metrics.jsonl") if r["iteration"] <= state["iteration"]]
             truncate_jsonl(self.run_dir / "metrics.jsonl", rows)
-        print(f"[vipo] resuming {self.run_dir} at iteration {self.start}", flush=True)
+            print(f"[vipo] resuming {self.run_dir} at iteration {self.start}", flush=True)
 
     # -- one iteration -----------------------------------------------------------------------------
     def _reference_velocity(self, x, s, cond):
@@ -244,7 +272,7 @@ class Trainer:
     # -- evaluation --------------------------------------------------------------------------------
     def evaluate(self, it: int) -> dict:
         e = self.cfg.eval
-        if not dist.is_main() or not self.evaluators:
+        if not self.evaluators or not (dist.is_main() or self.fsdp):  # sharded: every rank must run the network
             return {}
         prompts = [self.prompts[i % len(self.prompts)] for i in range(e.num_samples)]
         self.generator.eval()
@@ -253,6 +281,8 @@ class Trainer:
             lat = sample_ode(self.generator, prompts, e.num_steps, torch.Generator().manual_seed(e.seed),
                              micro_batch=max(self.cfg.train.micro_batch, 16))
             images = decode(self.generator, lat, self.cfg.train.micro_batch)
+        if not dist.is_main():
+            return {}
         out = {}
         for name, ev in self.evaluators.items():
             out.update({f"eval/{k}": float(v) for k, v in ev(images, prompts).items()})
@@ -270,8 +300,10 @@ class Trainer:
         if dist.is_main():
             print(f"[vipo] run folder: {self.run_dir}  ({cfg.generator.name}, reward={cfg.reward.name}, "
                   f"advantage={cfg.advantage.mode}, map={cfg.psm.source}:{cfg.backbone.name})", flush=True)
-        if self.start == 0 and cfg.eval.every > 0 and dist.is_main():
-            append_jsonl(self.metrics_path, {"iteration": -1, **self.evaluate(-1)})
+        if self.start == 0 and cfg.eval.every > 0:
+            baseline = self.evaluate(-1)
+            if dist.is_main():
+                append_jsonl(self.metrics_path, {"iteration": -1, **baseline})
         last_eval: dict = {}
         for it in range(self.start, t.iterations):
             record, images, maps = self.iteration(it)

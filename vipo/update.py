@@ -80,7 +80,7 @@ def update(generator: Generator, optimizer: torch.optim.Optimizer, ro: Rollout, 
                 if k in ("ratio_max",):
                     totals["_ratio_max"] = max(totals.get("_ratio_max", -math.inf), v)
         dist.average_gradients(params)
-        norm = torch.nn.utils.clip_grad_norm_(params, max_grad_norm if max_grad_norm else math.inf)
+        norm = dist.full(torch.nn.utils.clip_grad_norm_(params, max_grad_norm if max_grad_norm else math.inf))
         if not torch.isfinite(norm):
             raise NonFiniteError(f"gradient norm is {norm.item()}")
         grad_norms.append(float(norm))
