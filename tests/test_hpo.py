@@ -108,18 +108,23 @@ def test_postgresql_storage(tmp_path):
         import psycopg2  # noqa: F401
     except ImportError:
         pytest.skip("psycopg2 is not installed (pip install psycopg2-binary)")
+    import tempfile
+
     bindir = Path(initdb).resolve().parent
-    data, port = tmp_path / "pg", _free_port()
+    pg_root = Path(tempfile.mkdtemp(prefix="vipo-pg-"))  # under /tmp: reachable by the postgres user
+    data, port = pg_root / "data", _free_port()
     as_user = []
     if os.geteuid() == 0:  # PostgreSQL refuses to run as root
         if shutil.which("runuser") is None or subprocess.run(["id", "postgres"], capture_output=True).returncode:
             pytest.skip("running as root without a 'postgres' user to start the server")
         as_user = ["runuser", "-u", "postgres", "--"]
-        os.chmod(tmp_path, 0o777)
-    subprocess.run([*as_user, str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "vipo"], check=True,
-                   capture_output=True)
-    subprocess.run([*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-o", f"-p {port} -k {tmp_path}",
-                    "-l", str(tmp_path / "pg.log"), "-w", "start"], check=True, capture_output=True)
+        os.chmod(pg_root, 0o777)
+    init = subprocess.run([*as_user, str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "vipo"],
+                          capture_output=True, text=True)
+    assert init.returncode == 0, init.stderr
+    start = subprocess.run([*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-o", f"-p {port} -k {pg_root}",
+                            "-l", str(pg_root / "pg.log"), "-w", "start"], capture_output=True, text=True)
+    assert start.returncode == 0, start.stderr + start.stdout
     try:
         subprocess.run([str(bindir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "vipo", "optuna"],
                        check=True, capture_output=True)
@@ -132,3 +137,4 @@ def test_postgresql_storage(tmp_path):
         assert finished(build_study(StudySpec(**{**load_spec(str(spec_path)).__dict__}), root)) >= 4
     finally:
         subprocess.run([*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "stop"], capture_output=True)
+        shutil.rmtree(pg_root, ignore_errors=True)

@@ -11,6 +11,8 @@ failed and retried, and the loop stops once ``n_trials`` trials have finished (c
 
 from __future__ import annotations
 
+import random
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -93,9 +95,15 @@ def make_storage(spec: StudySpec, root: Path):
         root.mkdir(parents=True, exist_ok=True)
         url = f"sqlite:///{(root / f'{spec.name}.db').resolve()}"
     kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
-    return RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=spec.heartbeat_seconds,
-                      grace_period=2 * spec.heartbeat_seconds,
-                      failed_trial_callback=Retry(max_retry=2)), optuna
+    for attempt in range(6):
+        try:
+            return RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=spec.heartbeat_seconds,
+                              grace_period=2 * spec.heartbeat_seconds,
+                              failed_trial_callback=Retry(max_retry=2)), optuna
+        except Exception as e:  # workers that start together race to create the schema: wait and retry
+            if attempt == 5 or "already exists" not in str(e) and "duplicate key" not in str(e):
+                raise
+            time.sleep(0.5 + random.random())
 
 
 def build_study(spec: StudySpec, root: Path):
