@@ -117,7 +117,7 @@ class ToyMetric(Metric):
         images = images.cpu()  # the judge lives on the CPU
         labels = torch.tensor([prompt_to_label(p) for p in prompts])  # [N, 2] (shape, colour)
         out = self.ev.judge_outputs(images)
-        self._features.append(out["features"].cpu())
+        self._features.append(out[self.ev.fd_features].cpu())
         cols = {"shape_acc": (out["shape"].argmax(1).cpu() == labels[:, 0]).float(),  # [N] 0/1
                 "colour_acc": (out["colour"].argmax(1).cpu() == labels[:, 1]).float()}
         for name, reward in self.ev.rewards.items():

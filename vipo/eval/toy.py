@@ -53,6 +53,8 @@ def frechet_distance(mu1, cov1, mu2, cov2, sqrt_cov1: torch.Tensor | None = None
 class ToyEvaluator:
     """Judge-based toy metrics; ``judge_weights``: "shipped" or a path to classifier weights."""
 
+    fd_features = "pooled_all"  # which judge output the Fréchet distance compares
+
     def __init__(self, judge_weights: str = "shipped", resolution: int = 32, batch_size: int = 256):
         self.judge: ToyClassifier = load_classifier(judge_weights, kind="judge")
         self.key = (str(resolve_weights(judge_weights, "judge")), REFERENCE_SIZE, REFERENCE_SEED)
@@ -74,7 +76,7 @@ class ToyEvaluator:
         """(mean, covariance, covariance^1/2) of judge features on real images, cached per process."""
         if self.key not in _REFERENCE_CACHE:
             images = render_batch(REFERENCE_SIZE, REFERENCE_SEED).images  # [N, 3, 32, 32]
-            mu, cov = feature_stats(self.judge_outputs(images)["pooled_all"])
+            mu, cov = feature_stats(self.judge_outputs(images)[self.fd_features])
             _REFERENCE_CACHE[self.key] = (mu, cov, _sqrtm_psd(cov))
         return _REFERENCE_CACHE[self.key]
 
@@ -85,7 +87,7 @@ class ToyEvaluator:
 
     def fd_floor(self, n: int, seed: int = 7) -> float:
         """FD that ``n`` real images (a fresh seed) reach: the small-sample bias floor."""
-        return self.fd(self.judge_outputs(render_batch(n, as_generator(seed)).images)["pooled_all"])
+        return self.fd(self.judge_outputs(render_batch(n, as_generator(seed)).images)[self.fd_features])
 
     @torch.no_grad()
     def evaluate(self, images: torch.Tensor, prompts: Sequence[str]) -> dict[str, float]:
@@ -98,7 +100,7 @@ class ToyEvaluator:
         metrics = {
             "shape_acc": (out["shape"].argmax(1) == labels[:, 0]).float().mean().item(),
             "colour_acc": (out["colour"].argmax(1) == labels[:, 1]).float().mean().item(),
-            "fd": self.fd(out["pooled_all"]),
+            "fd": self.fd(out[self.fd_features]),
         }
         for name, reward in self.rewards.items():
             metrics[f"reward_{name}"] = reward(images.float(), list(prompts)).mean().item()
