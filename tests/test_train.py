@@ -160,3 +160,11 @@ def test_multi_reward_combined_at_the_advantage_level(tmp_path):
                         "+reward.weights={redness: 1.0, object_brightness: 0.5}", "advantage.combine=advantages",
                         "train.iterations=1", "eval.every=0")
     assert run(cfg, raw)["status"] == "complete"
+
+
+def test_wandb_logger_writes_an_offline_run_inside_the_run_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    cfg, raw = tiny_cfg(tmp_path, "logger=wandb", "train.iterations=1", "eval.every=0")
+    run(cfg, raw)
+    runs = list((tmp_path / "r/wandb").glob("offline-run-*"))
+    assert len(runs) == 1 and list(runs[0].glob("*.wandb"))
