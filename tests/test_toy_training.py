@@ -10,23 +10,29 @@ from vipo.toy.nets import load_classifier, read_weights
 pytestmark = pytest.mark.slow
 
 
-def test_pretrain_few_steps_then_resume(tmp_path, capsys):
+def test_pretrain_split_run_equals_one_run(tmp_path, capsys):
     from vipo.generators.toy import ToyGenerator
     from vipo.toy import pretrain
 
-    out, ck = tmp_path / "g.safetensors", tmp_path / "ck"
-    common = ["--batch", "8", "--threads", "1", "--ckpt-dir", str(ck), "--ckpt-every", "2", "--log-every", "1",
-              "--out", str(out), "--eval-samples", "0", "--warmup", "2"]
-    pretrain.main(["--steps", "2", *common])
-    first = read_weights(out)[0]
-    pretrain.main(["--steps", "4", *common])  # resumes at step 2 and runs two more
+    def args(name, *extra):
+        return ["--steps", "4", "--batch", "8", "--threads", "1", "--ckpt-dir", str(tmp_path / name),
+                "--ckpt-every", "100", "--log-every", "1", "--out", str(tmp_path / f"{name}.safetensors"),
+                "--eval-samples", "0", "--warmup", "2", *extra]
+
+    pretrain.main(args("whole"))
+    pretrain.main(args("split", "--stop-at", "2"))  # checkpoint at step 2, no weights yet
+    assert not (tmp_path / "split.safetensors").exists()
+    pretrain.main(args("split"))  # resumes at step 2 and finishes
     log = capsys.readouterr().out
-    assert "resumed from" in log and "step     4" in log and "step     1" in log
-    assert torch.load(ck / "last.pt", weights_only=False)["step"] == 4
-    state, config = read_weights(out)
-    assert config["resolution"] == 32 and any(not torch.equal(state[k], first[k]) for k in state)
-    assert next(iter(state.values())).dtype == torch.float32  # stored fp16, read back as fp32
-    ToyGenerator(weights=str(out))  # loads into the generator
+    assert "stopped at step 2 of 4" in log and "resumed from" in log and "at step 2" in log
+    assert torch.load(tmp_path / "split" / "last.pt", weights_only=False)["step"] == 4
+    whole, config = read_weights(tmp_path / "whole.safetensors")
+    split, _ = read_weights(tmp_path / "split.safetensors")
+    assert config["resolution"] == 32 and all(torch.equal(whole[k], split[k]) for k in whole)  # RNG state resumed
+    assert next(iter(whole.values())).dtype == torch.float32  # stored fp16, read back as fp32
+    ToyGenerator(weights=str(tmp_path / "whole.safetensors"))  # loads into the generator
+    with pytest.raises(ValueError, match="belongs to a different run"):
+        pretrain.main(args("split", "--lr", "5e-4"))
 
 
 def test_pretrain_loss_falls(tmp_path, capsys):

@@ -1,7 +1,12 @@
 """Pretrain the toy rectified-flow generator on procedural data (the shipped weights come from here).
 
-    python -m vipo.toy.pretrain                      # 2000 steps, seed 0, ~17-25 min on 2 CPU cores
+    python -m vipo.toy.pretrain                      # the shipped 32x32 weights: 3000 steps, seed 0
+    python -m vipo.toy.pretrain --resolution 16 --steps 5000 --out vipo/toy/weights/toy_generator_16.safetensors \
+        --ckpt-dir outputs/toy_pretrain_16              # the shipped 16x16 weights
     python -m vipo.toy.pretrain --steps 20 --out /tmp/g.safetensors --ckpt-dir /tmp/ck   # smoke run
+
+Cost: ~0.8 CPU-seconds per step at 32x32 (bf16, one thread), so the 3000 steps take ~25 min on two
+idle cores and took 50 min on our shared 2-core machine (see ``weights/MODEL_CARD.md``).
 
 Objective (DESIGN section 1 and 6): x_t = (1 - t) x0 + t eps with x0 the image in [-1, 1], the network
 predicts the velocity v = eps - x0; t ~ logit-normal(0, 1); the prompt's class label is replaced by the
@@ -9,7 +14,8 @@ null class 10% of the time (classifier-free guidance). AdamW with linear warm-up
 EMA of the weights (decay ramps up to 0.999); the forward pass runs under bf16 autocast by default
 (weights, optimizer and EMA stay fp32). A checkpoint is written every ``--ckpt-every`` steps and
 the run resumes from it when restarted with the same ``--ckpt-dir``. At the end the EMA weights are
-saved and, if the judge classifier exists, 128 ODE samples (20 steps) are scored and written beside them.
+saved and, if the judge classifier exists, 256 ODE samples (20 steps, guidance 1 and 2) are scored and
+written beside them as ``<name>.metrics.json``.
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ from vipo.toy.nets import NULL_CLASS, SHIPPED, build_unet, save_weights
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--steps", type=int, default=2000, help="optimizer steps")
+    p.add_argument("--steps", type=int, default=3000, help="optimizer steps")
     p.add_argument("--batch", type=int, default=64, help="images per step")
     p.add_argument("--lr", type=float, default=1e-3, help="peak AdamW learning rate")
     p.add_argument("--warmup", type=int, default=100, help="linear warm-up steps")
@@ -45,8 +51,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--dtype", default="float16", choices=["float16", "float32"], help="dtype of saved weights")
     p.add_argument("--ckpt-dir", default="outputs/toy_pretrain", help="resumable checkpoints")
     p.add_argument("--ckpt-every", type=int, default=200, help="steps between checkpoints")
+    p.add_argument("--stop-at", type=int, default=None, help="checkpoint and exit at this step (split a run)")
     p.add_argument("--log-every", type=int, default=50, help="steps between progress lines")
-    p.add_argument("--eval-samples", type=int, default=128, help="ODE samples judged at the end (0: skip)")
+    p.add_argument("--eval-samples", type=int, default=256, help="ODE samples judged at the end (0: skip)")
     p.add_argument("--eval-only", action="store_true", help="only judge the weights at --out")
     return p.parse_args(argv)
 
@@ -56,6 +63,17 @@ def lr_at(step: int, args) -> float:
         return args.lr * (step + 1) / args.warmup
     progress = (step - args.warmup) / max(1, args.steps - args.warmup)
     return args.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+RUN_DEFINING = ("steps", "batch", "lr", "warmup", "ema", "p_uncond", "resolution", "seed", "precision")
+
+
+def check_resumable(saved: dict, now: dict, path: Path) -> None:
+    """Refuse to resume a checkpoint of a different run (it would silently mix two recipes)."""
+    diff = {k: (saved.get(k), now[k]) for k in RUN_DEFINING if saved.get(k) != now[k]}
+    if diff:
+        raise ValueError(f"{path} belongs to a different run ({', '.join(f'{k}: {a} -> {b}' for k, (a, b) in diff.items())}); "
+                         "pass a fresh --ckpt-dir or delete it")
 
 
 def flow_loss(unet, images: torch.Tensor, labels: torch.Tensor, g: torch.Generator, bf16: bool = False) -> torch.Tensor:
@@ -94,7 +112,7 @@ def judge_weights(path: str | Path, n: int, seed: int = 1234) -> dict:
     return out
 
 
-def train(args) -> Path:
+def train(args) -> Path | None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     ckpt_path = Path(args.ckpt_dir) / "last.pt"
@@ -105,6 +123,7 @@ def train(args) -> Path:
     start, elapsed = 0, 0.0
     if ckpt_path.is_file():
         ck = torch.load(ckpt_path, weights_only=False)
+        check_resumable(ck["args"], vars(args), ckpt_path)
         unet.load_state_dict(ck["model"]), ema.load_state_dict(ck["ema"]), opt.load_state_dict(ck["opt"])
         data_g.set_state(ck["data_g"]), noise_g.set_state(ck["noise_g"])
         start, elapsed = ck["step"], ck["elapsed"]
@@ -113,7 +132,8 @@ def train(args) -> Path:
     print(f"toy generator: {n_params / 1e6:.2f}M parameters, {args.steps} steps of batch {args.batch}", flush=True)
 
     t0, running = time.time() - elapsed, 0.0
-    for step in range(start, args.steps):
+    end = args.steps if args.stop_at is None else min(args.stop_at, args.steps)
+    for step in range(start, end):
         batch = render_batch(args.batch, data_g, resolution=args.resolution)
         labels = torch.tensor([prompt_index(p) for p in batch.prompts])  # [B]
         drop = torch.rand(args.batch, generator=noise_g) < args.p_uncond
@@ -132,7 +152,7 @@ def train(args) -> Path:
             sec = time.time() - t0
             print(f"step {done:5d}  loss {running:.4f}  lr {lr_at(step, args):.2e}  "
                   f"{sec / 60:5.1f} min  {(done - start) / max(1e-9, sec - elapsed):.2f} steps/s", flush=True)
-        if done % args.ckpt_every == 0 or done == args.steps:
+        if done % args.ckpt_every == 0 or done == args.steps or done == args.stop_at:
             ckpt_path.parent.mkdir(parents=True, exist_ok=True)
             state = {"model": unet.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(),
                      "data_g": data_g.get_state(), "noise_g": noise_g.get_state(), "step": done,
@@ -140,10 +160,13 @@ def train(args) -> Path:
             torch.save(state, ckpt_path.with_suffix(".tmp"))
             ckpt_path.with_suffix(".tmp").replace(ckpt_path)
 
+    if end < args.steps:
+        print(f"stopped at step {end} of {args.steps}; run the same command without --stop-at to go on", flush=True)
+        return None
     config = {"resolution": args.resolution, "num_class_embeds": len(PROMPTS) + 1, "channels": [32, 64, 64]}
     minutes = (time.time() - t0) / 60
     out = save_weights(ema, args.out, config, dtype=getattr(torch, args.dtype),
-                       steps=args.steps, seed=args.seed, train_minutes=f"{minutes:.1f}")
+                       steps=args.steps, seed=args.seed, precision=args.precision, train_minutes=f"{minutes:.1f}")
     print(f"saved EMA weights to {out} ({out.stat().st_size / 1e6:.2f} MB) after {minutes:.1f} min", flush=True)
     return out
 
@@ -151,7 +174,7 @@ def train(args) -> Path:
 def main(argv=None) -> None:
     args = parse_args(argv)
     out = Path(args.out) if args.eval_only else train(args)
-    if args.eval_samples > 0:
+    if out is not None and args.eval_samples > 0:
         try:
             metrics = judge_weights(out, args.eval_samples)
         except FileNotFoundError as err:  # no judge yet: train it with vipo.toy.train_classifier
