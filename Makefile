@@ -35,6 +35,7 @@ test-all: setup
 bench: setup  ## speed targets, reported as ratios measured in one run
 	$(PYTHON) bench/bench_psm.py
 	$(PYTHON) bench/bench_train.py
+	$(PYTHON) bench/bench_toy.py
 
 bench-gpu: setup
 	$(PYTHON) bench/bench_gpu.py

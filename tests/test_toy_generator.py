@@ -6,7 +6,14 @@ import torch
 from vipo.generators import GENERATORS
 from vipo.generators.toy import ToyGenerator, sample_ode
 from vipo.toy.data import PROMPTS
-from vipo.toy.nets import NULL_CLASS, SHIPPED, build_unet, read_weights, resolve_weights, save_weights
+from vipo.toy.nets import (
+    NULL_CLASS,
+    SHIPPED,
+    build_unet,
+    read_weights,
+    resolve_weights,
+    save_weights,
+)
 
 
 @pytest.fixture(scope="module")
@@ -91,14 +98,18 @@ def test_shipped_weight_files_are_small():
     assert (SHIPPED["generator"].parent / "MODEL_CARD.md").is_file()
 
 
-def test_shipped_generator_draws_the_prompted_objects():
-    """Acceptance (smaller sample, with margin): 48 ODE samples of 20 steps, judged by the judge."""
+@pytest.mark.parametrize("resolution, shape_floor", [(32, 0.85), (16, 0.6)])
+def test_shipped_generator_draws_the_prompted_objects(resolution, shape_floor):
+    """Acceptance on a smaller sample, with margin: 32 ODE samples of 20 steps (guidance 1), judged.
+
+    Measured on 256 samples (MODEL_CARD.md): shape 0.977 / colour 0.996 at 32x32, lower at 16x16.
+    """
     from vipo.eval.toy import ToyEvaluator
 
-    torch.set_num_threads(max(1, torch.get_num_threads()))
-    gen = GENERATORS.build("toy").eval()  # shipped weights
-    prompts = [PROMPTS[i % len(PROMPTS)] for i in range(48)]  # every prompt three times
+    gen = GENERATORS.build("toy", resolution=resolution).eval()  # shipped weights
+    prompts = [PROMPTS[i % len(PROMPTS)] for i in range(32)]  # every prompt twice
     images = sample_ode(gen, prompts, num_steps=20, seed=2024)
+    assert images.shape == (32, 3, resolution, resolution)
     metrics = ToyEvaluator().evaluate(images, prompts)
-    assert metrics["shape_acc"] >= 0.85, metrics
+    assert metrics["shape_acc"] >= shape_floor, metrics
     assert metrics["colour_acc"] >= 0.9, metrics

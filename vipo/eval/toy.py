@@ -15,7 +15,7 @@ The judge is a classifier instance separate from the PSM backbone (see ``vipo.to
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F

@@ -5,11 +5,12 @@ Latents are the pixels mapped to [-1, 1] (an identity "VAE"): ``latent_shape() =
 ``vipo.toy.data.PROMPTS``; the empty prompt is the null class used for classifier-free guidance.
 Flow convention as everywhere in vipo: x_s = (1 - s) x0 + s eps, v = eps - x0, sampling from s=1 to 0.
 The network sees the timestep ``1000 * s``, as it did in pretraining (``vipo.toy.pretrain``).
+Shipped weights exist for ``resolution=32`` (default) and ``resolution=16`` (faster, less accurate shapes).
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 

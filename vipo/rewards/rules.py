@@ -15,7 +15,7 @@ Saturation ``max(rgb) - min(rgb)`` is the soft object mask: 0 on grey, ~0.7-0.8 
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 

@@ -6,7 +6,7 @@ optimises this reward is still evaluated by a network it never saw.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F

@@ -12,8 +12,8 @@ the toy generator's class index of a prompt is its position in that list.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 
@@ -87,7 +87,7 @@ def _shape_sdf(shape: torch.Tensor, px: torch.Tensor, py: torch.Tensor) -> torch
 def _backgrounds(kind: torch.Tensor, u: torch.Tensor, v: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     """Grey backgrounds [n, H, W] in [0, 1]; kind [n] indexes ``BACKGROUNDS``; u, v [H, W] in (0, 1)."""
     n, (H, W) = kind.shape[0], u.shape
-    rand = lambda *s: torch.rand(*s, generator=g)  # noqa: E731
+    rand = lambda *s: torch.rand(*s, generator=g)
     level = 0.3 + 0.4 * rand(n, 1, 1)  # [n, 1, 1] mean grey
     angle = 2 * math.pi * rand(n, 1, 1)
     along = torch.cos(angle) * (u - 0.5) + torch.sin(angle) * (v - 0.5)  # [n, H, W] in about [-0.7, 0.7]
@@ -124,7 +124,7 @@ def render_batch(
 ) -> ToyBatch:
     """Render ``n`` images; labels not given are drawn uniformly. Returns images, labels and masks."""
     g = as_generator(seed)
-    pick = lambda given, k: (  # noqa: E731
+    pick = lambda given, k: (
         torch.randint(k, (n,), generator=g) if given is None else torch.as_tensor(given, dtype=torch.long)
     )
     shape, colour, kind = pick(shape_idx, len(SHAPES)), pick(colour_idx, len(COLOURS)), pick(background_idx, 4)

@@ -115,7 +115,7 @@ def read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, A
 
     with safe_open(str(path), framework="pt") as f:
         meta = f.metadata() or {}
-        state = {k: f.get_tensor(k).float() for k in f.keys()}
+        state = {k: f.get_tensor(k).float() for k in f.keys()}  # noqa: SIM118 (safe_open is not iterable)
     if "config" not in meta:
         raise ValueError(f"{path}: no 'config' entry in the safetensors metadata (not a vipo toy file?)")
     return state, json.loads(meta["config"])

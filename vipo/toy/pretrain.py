@@ -1,7 +1,7 @@
 """Pretrain the toy rectified-flow generator on procedural data (the shipped weights come from here).
 
     python -m vipo.toy.pretrain                      # the shipped 32x32 weights: 3000 steps, seed 0
-    python -m vipo.toy.pretrain --resolution 16 --steps 5000 --out vipo/toy/weights/toy_generator_16.safetensors \
+    python -m vipo.toy.pretrain --resolution 16 --steps 2500 --out vipo/toy/weights/toy_generator_16.safetensors \
         --ckpt-dir outputs/toy_pretrain_16              # the shipped 16x16 weights
     python -m vipo.toy.pretrain --steps 20 --out /tmp/g.safetensors --ckpt-dir /tmp/ck   # smoke run
 
