@@ -202,8 +202,8 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     torch.backends.cuda.matmul.allow_tf32 = False  # compare in true fp32
     torch.backends.cudnn.allow_tf32 = False
-    print(f"VideoAlign: not compared here (the reference is a research repo, not a package); "
-          f"see tests/test_rewards_videoalign.py for what is checked.")
+    print("VideoAlign: not compared here (the reference is a research repo, not a package); "
+          "see tests/test_rewards_videoalign.py for what is checked.")
     for name in [n.strip() for n in args.only.split(",") if n.strip()]:
         print(f"[{name}]")
         try:

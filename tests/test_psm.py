@@ -1,7 +1,6 @@
 """vipo.psm: PCA against numpy / scikit-learn, the map pipeline against the published numpy recipe,
 orientation, constant maps, video maps, and FLUX 2x2 packing against diffusers."""
 
-import dataclasses
 
 import numpy as np
 import pytest
