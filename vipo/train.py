@@ -72,6 +72,16 @@ def build_on(registry, component, device: torch.device):
     return target(**kwargs).to(device)
 
 
+def load_trainable(named: dict, weights: dict, path: Path) -> None:
+    """Copy a checkpoint's trained weights into the model's trainable parameters (same names required)."""
+    differing = set(named) ^ set(weights)
+    if differing:
+        raise ValueError(f"checkpoint {path} does not match the model: differing parameters {sorted(differing)[:5]}")
+    with torch.no_grad():
+        for k, p in named.items():
+            p.copy_(weights[k])
+
+
 def new_run_dir(cfg: Config) -> Path:
     run_id = cfg.run_id or f"{cfg.experiment}-{datetime.now():%Y%m%d-%H%M%S}-s{cfg.train.seed}"
     run_dir = Path(cfg.results_root) / run_id
@@ -164,12 +174,7 @@ class Trainer:
         if not path.exists():
             raise FileNotFoundError(f"cannot resume: no checkpoint at {path}")
         state = torch.load(path, map_location="cpu", weights_only=False)
-        missing = set(self.named) ^ set(state["trainable"])
-        if missing:
-            raise ValueError(f"checkpoint {path} does not match the model: differing parameters {sorted(missing)[:5]}")
-        with torch.no_grad():
-            for k, p in self.named.items():
-                p.copy_(state["trainable"][k])
+        load_trainable(self.named, state["trainable"], path)
         return state
 
     def _restore(self, state: dict) -> None:
@@ -384,10 +389,5 @@ def load_run_generator(run_dir: str | Path, use_ema: bool = True, device: str = 
     generator = build_on(GENERATORS, cfg.generator, dev)
     state = torch.load(run_dir / CHECKPOINT, map_location="cpu", weights_only=False)
     weights = state["ema"] if use_ema and state.get("ema") else state["trainable"]
-    named = {n: p for n, p in generator.named_parameters() if p.requires_grad}
-    if set(named) != set(weights):
-        raise ValueError(f"checkpoint {run_dir / CHECKPOINT} does not match the generator in its config.yaml")
-    with torch.no_grad():
-        for k, p in named.items():
-            p.copy_(weights[k])
+    load_trainable({n: p for n, p in generator.named_parameters() if p.requires_grad}, weights, run_dir / CHECKPOINT)
     return generator.eval(), cfg
