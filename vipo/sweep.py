@@ -126,20 +126,27 @@ def run_sweep(ablation: str, seeds: Sequence[int], extra: Sequence[str] = (), wo
     """Run every unfinished cell; ``runner`` is the command line that trains one cell (default: train.py)."""
     runner = list(runner or [sys.executable, str(ROOT / "train.py")])
     cells = plan(ablation, seeds, extra, root)
+    launch(cells, lambda c: _command(c, ablation, extra, runner), workers, threads, label=ablation)
+    return cells
+
+
+def launch(cells: Sequence[Cell], command, workers: int = 1, threads: int = 1, label: str = "sweep") -> list[Cell]:
+    """Run ``command(cell)`` (an argv) for every cell without a ``summary.json``, ``workers`` at a time, each with
+    ``threads`` CPU threads and its output in ``<run_dir>/train.log``. Returns the cells that failed."""
     todo = [c for c in cells if not (c.run_dir / "summary.json").exists()]
-    print(f"[sweep] {ablation}: {len(cells)} runs, {len(cells) - len(todo)} done, {len(todo)} to run "
-          f"({workers} at a time) -> {cells[0].run_dir.parent}", flush=True)
+    print(f"[sweep] {label}: {len(cells)} runs, {len(cells) - len(todo)} done, {len(todo)} to run "
+          f"({workers} at a time) -> {cells[0].run_dir.parent if cells else '-'}", flush=True)
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     running: list[tuple[Cell, subprocess.Popen, Path]] = []
-    failed = []
+    failed: list[Cell] = []
     queue = list(todo)
+    started = time.time()
     while queue or running:
         while queue and len(running) < workers:
             cell = queue.pop(0)
             cell.run_dir.mkdir(parents=True, exist_ok=True)
             log = cell.run_dir / "train.log"
-            proc = subprocess.Popen(_command(cell, ablation, extra, runner), cwd=ROOT, env=env,
-                                    stdout=open(log, "a"), stderr=subprocess.STDOUT)
+            proc = subprocess.Popen(command(cell), cwd=ROOT, env=env, stdout=open(log, "a"), stderr=subprocess.STDOUT)
             running.append((cell, proc, log))
             print(f"[sweep] start {cell.run_dir.name}  (log: {log})", flush=True)
         time.sleep(0.5)
@@ -149,13 +156,15 @@ def run_sweep(ablation: str, seeds: Sequence[int], extra: Sequence[str] = (), wo
                 continue
             running.remove(item)
             ok = proc.returncode == 0 and (cell.run_dir / "summary.json").exists()
+            done = len(todo) - len(queue) - len(running)
             print(f"[sweep] {'done ' if ok else 'FAILED'} {cell.run_dir.name}"
-                  + ("" if ok else f" (exit {proc.returncode}; see {log})"), flush=True)
+                  + ("" if ok else f" (exit {proc.returncode}; see {log})")
+                  + f"  [{done}/{len(todo)}, {(time.time() - started) / 60:.1f} min]", flush=True)
             if not ok:
                 failed.append(cell)
     if failed:
         print(f"[sweep] {len(failed)} run(s) failed; re-run the same command to retry them", flush=True)
-    return cells
+    return failed
 
 
 def table(ablation: str, root: Path | None = None, metrics: Sequence[str] | None = None, extra: Sequence[str] = ()):

@@ -33,8 +33,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     only_table = "table" in argv
     argv = [a for a in argv if a != "table"]
-    ablation, search = _take(argv, "ablation"), _take(argv, "search")
+    ablation, search, study = _take(argv, "ablation"), _take(argv, "search"), _take(argv, "study")
     try:
+        if study:
+            return _study(study, argv, only_table)
         if search:
             from vipo.hpo import run_search
 
@@ -42,7 +44,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             run_search(search, argv, n_trials=int(trials) if trials else None)
             return 0
         if not ablation:
-            print("sweep.py needs ablation=<name> or search=<name>", file=sys.stderr)
+            print("sweep.py needs ablation=<name>, study=<name> or search=<name>", file=sys.stderr)
             return 2
         from vipo.results import format_table
         from vipo.sweep import load_ablation, run_sweep, table
@@ -57,4 +59,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as e:
         print(str(e), file=sys.stderr)
         return 2
+    return 0
+
+
+def _study(name: str, argv: list[str], only_table: bool) -> int:
+    from vipo.study import load_study, run_study, study_root
+
+    spec = load_study(name)
+    workers = int(_take(argv, "workers", "1"))
+    cap = _take(argv, "seeds")  # seeds=N caps every part at its first N seeds (for a quick pass)
+    if not only_table:
+        run_study(name, argv, workers=workers, seeds_cap=int(cap) if cap else None)
+    from vipo.study import print_tables
+
+    print_tables(name, study_root(spec))
     return 0

@@ -1,0 +1,235 @@
+"""Studies: several ablation files, rewards and seed counts as one resumable command.
+
+    python sweep.py study=toy [workers=2] [overrides...]     # run (or finish) every run of the study
+    python sweep.py study=toy table                          # only print its tables
+
+A study file (``experiments/study/<name>.yaml``) names the world every run starts from (``world``: overrides),
+the rewards (``rewards``: name -> overrides), and its ``parts``: an ablation file, its seeds, the rewards it runs
+on and optionally a subset of its cells. Cells of different ablation files that resolve to the same config (the
+default ViPO cell is in most of them) are run once and shared: every run is keyed by its resolved config and
+seed. Run folders live in ``<root>/<reward>/<ablation>.<cell>-s<seed>`` (named after the first part that needs
+them) and ``<root>/index.json`` maps every (reward, ablation, cell, seed) of the study to its folder, so tables
+are rebuilt from committed files alone. Runs are ordered seed by seed (all arms with seed 0 first), so a study
+cut short by a crash or the end of a session is balanced across arms; re-running the command resumes it.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+from vipo.config import CONFIG_DIR, ConfigError, load
+from vipo.sweep import ROOT, Cell, _check_same_config, _fmt, expand_cells, launch, load_ablation
+
+STUDY_KEYS = {"name", "title", "root", "world", "rewards", "parts", "eval", "analysis", "claims"}
+PART_KEYS = {"ablation", "seeds", "rewards", "cells"}
+IGNORED = ("run_id", "results_root", "resume", "tags")  # fields that do not make two runs different
+
+
+@dataclass
+class StudyRun:
+    cell: Cell  # the unique run: overrides (world + reward + ablation cell), seed, run_dir, resolved config
+    reward: str  # reward name of the study
+    members: list[tuple[str, str]] = field(default_factory=list)  # (ablation, cell) pairs this run serves
+
+
+def load_study(name: str | Path) -> dict:
+    """``experiments/study/<name>.yaml``, or a path to a study file."""
+    from omegaconf import OmegaConf
+
+    path = Path(name) if str(name).endswith(".yaml") else CONFIG_DIR / "study" / f"{name}.yaml"
+    if not path.exists():
+        known = ", ".join(sorted(p.stem for p in (CONFIG_DIR / "study").glob("*.yaml")))
+        raise ConfigError(f"config error: unknown study {name!r}; known: {known}")
+    spec = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+    unknown = set(spec) - STUDY_KEYS
+    if unknown:
+        raise ConfigError(f"config error: unknown key(s) {sorted(unknown)} in {path}; allowed: {sorted(STUDY_KEYS)}")
+    for key in ("rewards", "parts"):
+        if not spec.get(key):
+            raise ConfigError(f"config error: {path} needs '{key}'")
+    for i, part in enumerate(spec["parts"]):
+        bad = set(part) - PART_KEYS
+        if bad or "ablation" not in part:
+            raise ConfigError(f"config error: part {i} of {path}: needs 'ablation', allowed keys {sorted(PART_KEYS)}"
+                              + (f", got unknown {sorted(bad)}" if bad else ""))
+        for r in part.get("rewards") or []:
+            if r not in spec["rewards"]:
+                raise ConfigError(f"config error: part {part['ablation']} of {path} names reward {r!r}; "
+                                  f"the study's rewards are {sorted(spec['rewards'])}")
+    return spec
+
+
+def _seeds(value) -> list[int]:
+    return list(range(value)) if isinstance(value, int) else [int(s) for s in value]
+
+
+def _key(raw: dict) -> str:
+    kept = {k: v for k, v in raw.items() if k not in IGNORED}
+    return hashlib.sha1(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def study_root(spec: dict, root: Path | None = None) -> Path:
+    return Path(root or ROOT / spec.get("root", f"results/studies/{spec['name']}"))
+
+
+def plan_study(name: str | Path, extra: Sequence[str] = (), root: Path | None = None,
+               seeds_cap: int | None = None) -> tuple[list[StudyRun], list[dict]]:
+    """Every unique run of the study in running order, and the index rows (reward, ablation, cell, seed, run).
+
+    Every config is composed and validated here, so a bad cell stops the study before anything runs."""
+    spec = load_study(name)
+    root = study_root(spec, root)
+    world = [*(spec.get("world") or []), *(f"eval.{k}={_override(v)}" for k, v in (spec.get("eval") or {}).items())]
+    by_key: dict[tuple[str, str], StudyRun] = {}
+    order: list[tuple[int, int, str]] = []
+    index: list[dict] = []
+    for p, part in enumerate(spec["parts"]):
+        abl = load_ablation(part["ablation"])
+        seeds = _seeds(part.get("seeds", abl.get("seeds") or [0]))[:seeds_cap]
+        cells = {c.name: c for c in expand_cells(abl, [0])}
+        wanted = part.get("cells") or list(cells)
+        missing = [c for c in wanted if c not in cells]
+        if missing:
+            raise ConfigError(f"config error: study {name}: ablation {part['ablation']} has no cell(s) {missing}; "
+                              f"its cells: {list(cells)}")
+        for reward in part.get("rewards") or list(spec["rewards"]):
+            for cell_name in wanted:
+                base = [*world, *spec["rewards"][reward], *cells[cell_name].overrides, *extra, "logger=none"]
+                where = f"study {name}, reward {reward}, ablation {part['ablation']}, cell {cell_name}"
+                try:
+                    _, raw0 = load(base)  # composed once; the seed only sets train.seed
+                except ConfigError as e:
+                    raise ConfigError(f"{e} ({where})") from None
+                for seed in seeds:
+                    raw = copy.deepcopy(raw0)
+                    raw["train"]["seed"] = seed
+                    key = (reward, _key(raw))
+                    if key not in by_key:
+                        run_id = f"{part['ablation']}.{_fmt(cell_name)}-s{seed}"
+                        cell = Cell(cell_name, [*base], seed, root / reward / run_id, raw)
+                        by_key[key] = StudyRun(cell, reward)
+                        order.append((seeds.index(seed), p, key))
+                    run = by_key[key]
+                    run.members.append((part["ablation"], cell_name))
+                    index.append({"reward": reward, "ablation": part["ablation"], "cell": cell_name,
+                                  "seed": seed, "run": f"{reward}/{run.cell.run_dir.name}"})
+    runs = [by_key[k] for _, _, k in sorted(order, key=lambda t: (t[0], t[1]))]
+    for run in runs:
+        _check_same_config(_with_run_fields(run, spec["name"], root))
+    return runs, index
+
+
+def _override(value) -> str:
+    return json.dumps(value).replace('"', "") if isinstance(value, (list, dict)) else str(value)
+
+
+def _results_root(run_dir: Path) -> str:
+    """The run's parent folder, relative to the project root when inside it (runs start there), so committed
+    config files do not depend on where the project was cloned."""
+    parent = run_dir.parent.resolve()
+    return str(parent.relative_to(ROOT)) if parent.is_relative_to(ROOT) else str(parent)
+
+
+def _run_fields(run: StudyRun, study: str) -> list[str]:
+    ablation, cell = run.members[0]
+    return [f"train.seed={run.cell.seed}", f"results_root={_results_root(run.cell.run_dir)}",
+            f"run_id={run.cell.run_dir.name}",
+            f"+tags.study={study}", f"+tags.reward={run.reward}", f"+tags.ablation={ablation}",
+            f"+tags.cell={cell}"]
+
+
+def _with_run_fields(run: StudyRun, study: str, root: Path) -> Cell:
+    """The cell as it will be written to config.yaml (run fields included), for the same-config check."""
+    cell = run.cell
+    raw = dict(cell.raw)
+    raw.update(run_id=cell.run_dir.name, results_root=_results_root(cell.run_dir),
+               tags={"study": study, "reward": run.reward, "ablation": run.members[0][0], "cell": run.members[0][1]})
+    return Cell(cell.name, cell.overrides, cell.seed, cell.run_dir, raw)
+
+
+def write_index(root: Path, index: list[dict]) -> Path:
+    path = root / "index.json"
+    root.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(index, indent=1) + "\n"
+    if not path.exists() or path.read_text() != text:
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    return path
+
+
+def run_study(name: str | Path, extra: Sequence[str] = (), workers: int = 1, root: Path | None = None, threads: int = 1,
+              runner: Sequence[str] | None = None, seeds_cap: int | None = None) -> list[StudyRun]:
+    """Run every unfinished run of the study (resuming started ones); returns the plan."""
+    runner = list(runner or [sys.executable, str(ROOT / "train.py")])
+    spec = load_study(name)
+    root = study_root(spec, root)
+    runs, index = plan_study(name, extra, root, seeds_cap)
+    write_index(root, index)
+    shared = len(index) - len(runs)
+    print(f"[study] {name}: {len(index)} (reward, ablation, cell, seed) entries -> {len(runs)} unique runs "
+          f"({shared} shared between ablation files) under {root}", flush=True)
+
+    def command(cell: Cell) -> list[str]:
+        run = next(r for r in runs if r.cell is cell)
+        if (cell.run_dir / "checkpoints" / "last.pt").exists():
+            return [*runner, f"resume={cell.run_dir}"]
+        return [*runner, *cell.overrides, *_run_fields(run, spec["name"])]
+
+    launch([r.cell for r in runs], command, workers, threads, label=f"study {name}")
+    return runs
+
+
+def read_index(root: Path) -> list[dict]:
+    path = Path(root) / "index.json"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: run the study (python sweep.py study=...) to create it")
+    return json.loads(path.read_text())
+
+
+def study_frame(root: Path, reward: str, ablation: str):
+    """One row per finished run of (reward, ablation), with ``tags.cell`` set to the ablation's own cell name
+    (a shared run appears under each ablation that uses it). Empty if none finished."""
+    import pandas as pd
+
+    from vipo.results import read_run
+
+    root = Path(root)
+    rows = []
+    for entry in read_index(root):
+        if entry["reward"] != reward or entry["ablation"] != ablation:
+            continue
+        run_dir = root / entry["run"]
+        if not (run_dir / "summary.json").exists():
+            continue
+        row = read_run(run_dir)
+        row.update({"tags.cell": entry["cell"], "tags.ablation": ablation, "tags.reward": reward,
+                    "seed": entry["seed"]})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def print_tables(name: str | Path, root: Path) -> None:
+    """Mean ± std over seeds for every (reward, part) of the study that has finished runs."""
+    from vipo.results import format_table, summarize
+
+    spec = load_study(name)
+    try:
+        read_index(root)
+    except FileNotFoundError as e:
+        print(f"[study] {e}")
+        return
+    for part in spec["parts"]:
+        abl = load_ablation(part["ablation"])
+        for reward in part.get("rewards") or list(spec["rewards"]):
+            df = study_frame(root, reward, part["ablation"])
+            print(f"\n{abl.get('table', part['ablation'])}  [reward: {reward}]")
+            print(format_table(summarize(df, by="tags.cell", metrics=abl.get("metrics"))) if not df.empty
+                  else "(no finished runs)")
