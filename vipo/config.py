@@ -18,7 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
+from vipo.attention import AttentionConfig
 from vipo.psm import PSMConfig
+from vipo.saliency import SaliencyConfig
 from vipo.registry import Registry
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "experiments"
@@ -48,7 +50,9 @@ class AdvantageConfig:
 
 @dataclass
 class MapConfig(PSMConfig):
-    source: str = "backbone"  # where maps come from: backbone (PSM) | ones | random
+    source: str = "backbone"  # where maps come from: backbone (PSM) | ones | random | saliency | attention
+    saliency: SaliencyConfig = field(default_factory=SaliencyConfig)  # options of source=saliency
+    attention: AttentionConfig = field(default_factory=AttentionConfig)  # options of source=attention
 
 
 @dataclass
@@ -145,6 +149,8 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         return _coerce(value, args[0], where)
     if tp is Any:
         return value
+    if dataclasses.is_dataclass(tp):  # a nested section, e.g. psm.saliency
+        return _section(tp, value, where)
     if tp is bool:
         if isinstance(value, bool):
             return value
@@ -243,6 +249,7 @@ def validate(raw: dict) -> Config:
 
 def _check_choices(cfg: Config) -> None:
     from vipo.advantage import ADVANTAGE_MODES
+    from vipo.maps import MAP_CHECKS, MAP_SOURCES
     from vipo.sde import SDE_STEPS
 
     def choose(where: str, value: str, options: Sequence[str]) -> None:
@@ -257,7 +264,12 @@ def _check_choices(cfg: Config) -> None:
     if cfg.advantage.combine == "advantages" and cfg.reward.name != "multi":
         raise ConfigError("config error: advantage.combine=advantages needs reward.name=multi (a weighted "
                           f"combination of rewards), got reward.name={cfg.reward.name!r}")
-    choose("psm.source", cfg.psm.source, ["backbone", "ones", "random"])
+    choose("psm.source", cfg.psm.source, MAP_SOURCES.names())
+    if cfg.advantage.mode != "scalar" and cfg.psm.source in MAP_CHECKS:
+        try:
+            MAP_CHECKS.get(cfg.psm.source)(cfg)
+        except ValueError as e:
+            raise ConfigError(f"config error: {e}") from None
     choose("train.lr_schedule", cfg.train.lr_schedule, ["constant", "linear", "cosine"])
     choose("train.timestep_selection", cfg.train.timestep_selection, ["random", "first"])
     choose("logger.name", cfg.logger.name, ["none", "wandb"])

@@ -1,4 +1,6 @@
-"""Where advantage maps come from (``psm.source``): the PSM over a backbone, all ones, or random.
+"""Where advantage maps come from (``psm.source``): the PSM over a backbone, all ones, random, the reward's
+input gradient (``saliency``, vipo/saliency.py) or the generator's own prompt attention (``attention``,
+vipo/attention.py, captured during the rollout: ``map_capture``).
 
 Every source takes decoded images (``[B, 3, H, W]``, or video ``[B, 3, F, H, W]``) and returns maps on the
 generator's map grid: ``[B, H', W']`` or ``[B, F', H', W']`` with values in ``[0, 1]``.
@@ -6,6 +8,7 @@ generator's map grid: ``[B, H', W']`` or ``[B, F', H', W']`` with values in ``[0
 
 from __future__ import annotations
 
+import contextlib
 from typing import Callable, Optional
 
 import torch
@@ -15,12 +18,21 @@ from vipo.registry import Registry
 
 MapFn = Callable[..., torch.Tensor]
 MAP_SOURCES: Registry[MapFn] = Registry("map source")
+MAP_SOURCES.register_lazy("saliency", "vipo.saliency:saliency_maps")
+MAP_SOURCES.register_lazy("attention", "vipo.attention:attention_maps")
+# source -> check(cfg) raising ValueError when the rest of the config cannot serve it (config time)
+MAP_CHECKS: Registry[Callable] = Registry("map source check")
+MAP_CHECKS.register_lazy("saliency", "vipo.saliency:check_config")
+MAP_CHECKS.register_lazy("attention", "vipo.attention:check_config")
+# source -> capture(generator, cfg, prompts, num_steps, generator_name): a context manager around the rollout
+MAP_CAPTURES: Registry[Callable] = Registry("map capture")
+MAP_CAPTURES.register_lazy("attention", "vipo.attention:attention_capture")
 
 
 @MAP_SOURCES.register("backbone")
 @torch.no_grad()
 def backbone_maps(images: torch.Tensor, grid: tuple[int, ...], cfg: PSMConfig, *, backbone=None,
-                  gen: Optional[torch.Generator] = None) -> torch.Tensor:
+                  gen: Optional[torch.Generator] = None, **_) -> torch.Tensor:
     if backbone is None:
         raise ValueError("psm.source=backbone needs a backbone")
     if images.dim() == 4:
@@ -50,3 +62,10 @@ def make_maps(source: str, images: torch.Tensor, grid: tuple[int, ...], cfg: PSM
     if maps.shape != (images.shape[0], *grid):
         raise ValueError(f"map source {source!r} returned {tuple(maps.shape)}, expected {(images.shape[0], *grid)}")
     return maps
+
+
+def map_capture(source: str, generator, cfg: PSMConfig, prompts, num_steps: int, generator_name: str):
+    """What ``source`` records during the rollout (a context manager; ``nullcontext`` when nothing)."""
+    if source not in MAP_CAPTURES:
+        return contextlib.nullcontext()
+    return MAP_CAPTURES.get(source)(generator, cfg, prompts, num_steps, generator_name)

@@ -193,6 +193,12 @@ def finish(m: Tensor, mode: str) -> Tensor:
     return torch.where(flat, 1.0, out)
 
 
+def unit_peak(m: Tensor) -> Tensor:
+    """Each sample [B, ...] divided by its largest value (maps >= 0), so that ``finish``'s flatness test
+    is relative to the map's own scale (input gradients and attention weights can be tiny)."""
+    return m / m.flatten(1).amax(1).clamp_min(1e-30).reshape(-1, *[1] * (m.ndim - 1))
+
+
 def gaussian_blur1d(x: Tensor, sigma: float, dim: int) -> Tensor:
     """Gaussian filter along ``dim`` like scipy.ndimage.gaussian_filter1d (mode 'reflect' =
     half-sample symmetric, truncate 4); sigma 0 is the identity."""

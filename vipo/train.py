@@ -28,7 +28,7 @@ from vipo.eval import EVALUATORS
 from vipo.generators import GENERATORS
 from vipo.images import save_image_grid, save_map_grid
 from vipo.loggers import LOGGERS
-from vipo.maps import make_maps
+from vipo.maps import make_maps, map_capture
 from vipo.prompts import load_prompts
 from vipo.records import append_jsonl, atomic_torch_save, atomic_write_json, atomic_write_text, read_jsonl, truncate_jsonl
 from vipo.rollout import rollout, sample_ode
@@ -215,9 +215,12 @@ class Trainer:
         prompts = [self.prompts[i] for i in idx.tolist()]
         tic = time.perf_counter()
         self.generator.eval()
-        ro = rollout(self.generator, prompts, t.group_size, self.generator.sigmas(cfg.sde.num_steps),
-                     kind=cfg.sde.kind, noise_level=cfg.sde.noise_level, reduction=cfg.sde.logprob_reduction,
-                     micro_batch=t.micro_batch, gen=gen, same_noise_in_group=cfg.sde.same_noise_in_group)
+        rows = [p for p in prompts for _ in range(t.group_size)]  # the rollout's row order
+        source = cfg.psm.source if cfg.advantage.mode != "scalar" else None
+        with map_capture(source, self.generator, cfg.psm, rows, cfg.sde.num_steps, cfg.generator.name) as captured:
+            ro = rollout(self.generator, prompts, t.group_size, self.generator.sigmas(cfg.sde.num_steps),
+                         kind=cfg.sde.kind, noise_level=cfg.sde.noise_level, reduction=cfg.sde.logprob_reduction,
+                         micro_batch=t.micro_batch, gen=gen, same_noise_in_group=cfg.sde.same_noise_in_group)
         images = decode(self.generator, ro.latents[-1], t.micro_batch)  # [B, 3, (F), H, W]
         t_sample = time.perf_counter() - tic
 
@@ -233,7 +236,8 @@ class Trainer:
         grid = self.generator.map_grid()
         maps = None
         if cfg.advantage.mode != "scalar":
-            maps = make_maps(cfg.psm.source, images, grid, cfg.psm, backbone=self.backbone, gen=gen)  # [B, *grid]
+            maps = make_maps(cfg.psm.source, images, grid, cfg.psm, backbone=self.backbone, gen=gen,
+                             reward=self.reward, prompts=ro.prompts, captured=captured)  # [B, *grid]
         t_map = time.perf_counter() - tic
 
         maps_all = dist.all_gather_cat(maps) if maps is not None else None
