@@ -36,6 +36,7 @@ bench: setup  ## speed targets, reported as ratios measured in one run
 	$(PYTHON) bench/bench_psm.py
 	$(PYTHON) bench/bench_train.py
 	$(PYTHON) bench/bench_toy.py
+	$(PYTHON) bench/bench_maps.py
 
 bench-gpu: setup
 	$(PYTHON) bench/bench_gpu.py
