@@ -122,6 +122,36 @@ def test_steps_and_layers_select_what_is_averaged():
         out[label] = cap.token_maps()
     torch.testing.assert_close(out["all"], (out["first"] + out["last"]) / 2)
     assert not torch.allclose(out["first"], out["single"])
+    cfg = MapConfig(attention=AttentionConfig(per_step=True))
+    with attention_capture(gen, cfg, rows, 2, "flux") as cap:
+        rollout(gen, PROMPTS, 2, gen.sigmas(2), gen=torch.Generator().manual_seed(0), **kw)
+    per_step = cap.token_maps(per_step=True)  # [4, 2, 8, 8]
+    torch.testing.assert_close(per_step[:, 0], out["first"])
+    torch.testing.assert_close(per_step[:, 1], out["last"])
+    maps = cap.maps(gen.map_grid(), cfg)  # [4, 2, 16, 16]: each step min-max normalised
+    assert maps.shape == (4, 2, *gen.map_grid()) and torch.equal(maps.amax((2, 3)), torch.ones(4, 2))
+    assert not torch.allclose(maps[:, 0], maps[:, 1])
+
+
+def test_per_step_advantages_reach_their_own_timestep():
+    """update(per_step=True) with adv [B, T, *grid] trains timestep t on adv[:, t] exactly."""
+    import copy
+
+    from vipo.update import update
+
+    gen = tiny_models.tiny_flux()
+    ro = rollout(gen, PROMPTS, 2, gen.sigmas(3), kind="flow_grpo", noise_level=0.7, reduction="position",
+                 micro_batch=4, gen=torch.Generator().manual_seed(0))
+    adv_t = torch.randn(4, 3, *gen.map_grid(), generator=torch.Generator().manual_seed(1))  # [B, T, H, W]
+    after = []
+    for per_step, adv in [(True, adv_t), (False, adv_t[:, 1])]:
+        g = copy.deepcopy(gen)
+        opt = torch.optim.SGD(g.trainable_parameters(), lr=10.0)
+        update(g, opt, ro, adv, [1], kind="flow_grpo", noise_level=0.7, reduction="position", clip_range=0.2,
+               micro_batch=4, optimizer_steps=1, max_grad_norm=None, kl_coef=0.0, per_step=per_step)
+        after.append(torch.cat([p.detach().flatten() for p in g.trainable_parameters()]))
+    before = torch.cat([p.detach().flatten() for p in gen.trainable_parameters()])
+    assert torch.equal(after[0], after[1]) and not torch.equal(after[0], before)
 
 
 def test_noun_tokens_and_the_fallback_to_content():
@@ -155,9 +185,10 @@ def test_toy_and_unknown_generators_are_refused_at_config_time():
         load(["psm.source=attention", "experiment=flux_hps", "psm.attention.tokens=nouns"])
 
 
-@pytest.mark.parametrize("generator,source", [("tiny_flux", "attention"), ("tiny_wan", "attention"),
-                                              ("tiny_sd3", "saliency")])
-def test_one_trainer_iteration_with_the_new_sources(tmp_path, generator, source):
+@pytest.mark.parametrize("generator,source,extra", [("tiny_flux", "attention", "psm.attention.per_step=true"),
+                                                    ("tiny_wan", "attention", "psm.attention.layers=[-1]"),
+                                                    ("tiny_sd3", "saliency", "psm.saliency.smooth_n=2")])
+def test_one_trainer_iteration_with_the_new_sources(tmp_path, generator, source, extra):
     import json
 
     from test_train_real import tiny_run
@@ -166,7 +197,7 @@ def test_one_trainer_iteration_with_the_new_sources(tmp_path, generator, source)
     for alias in ("flux", "sd3", "wan"):  # the tiny generators read their attention like the real ones
         if f"tiny_{alias}" not in ATTENTION_MODELS:
             ATTENTION_MODELS.register(f"tiny_{alias}")(ATTENTION_MODELS.get(alias))
-    cfg, raw = tiny_run(tmp_path, generator, f"psm.source={source}", "reward=object_brightness",
+    cfg, raw = tiny_run(tmp_path, generator, f"psm.source={source}", extra, "reward=object_brightness",
                         "backbone.name=tiny_test")
     summary = run(cfg, raw)
     row = [json.loads(line) for line in (tmp_path / "r/metrics.jsonl").read_text().splitlines()][-1]

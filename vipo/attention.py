@@ -50,6 +50,7 @@ class AttentionConfig:
     nouns: list = field(default_factory=list)  # words for tokens=nouns, e.g. [cat, ball]
     blur_sigma: float = 0.0  # Gaussian blur std on the latent grid, in cells; 0 = off
     query_chunk: int = 1024  # image queries per softmax chunk (bounds memory: chunk x keys x heads)
+    per_step: bool = False  # one map per rollout step (as STAR): step t's advantage uses step t's map
 
     def __post_init__(self) -> None:
         if self.tokens not in TOKEN_RULES:
@@ -59,6 +60,8 @@ class AttentionConfig:
         if not all(isinstance(i, int) for i in [*self.layers, *self.steps]):
             raise ValueError(f"attention.layers and attention.steps take integer indices, got "
                              f"{self.layers}, {self.steps}")
+        if self.per_step and self.steps:
+            raise ValueError("attention.per_step keeps every rollout step; leave attention.steps empty")
         if self.blur_sigma < 0 or self.query_chunk < 1:
             raise ValueError("attention.blur_sigma must be >= 0 and attention.query_chunk >= 1")
 
@@ -157,8 +160,8 @@ class AttentionCapture:
         w = TOKEN_RULES.get(cfg.tokens)(words, cfg)  # [B, L]
         self.weights = w / w.sum(1, keepdim=True).clamp_min(1)  # [B, L]; a prompt with no tokens gives 0
         self.grid = tuple(model.token_grid(generator))
-        self.sums = torch.zeros(len(prompts), math.prod(self.grid))  # [B, N]
-        self.counts = torch.zeros(len(prompts))  # [B]
+        self.sums = torch.zeros(num_steps, len(prompts), math.prod(self.grid))  # [T, B, N]
+        self.counts = torch.zeros(num_steps, len(prompts))  # [T, B]
         self.sdpa_calls = 0  # attention calls analysed (for tests and the bench)
         self._handles: list = []
         self._sigma_step: dict = {}  # sigma -> step index, in order of appearance
@@ -229,29 +232,33 @@ class AttentionCapture:
             rows = torch.cat([f for f in self._forward if f is not None])[-b:]  # [b, N, L] conditional rows
             w = self.weights[start:start + b].to(rows.device)  # [b, L]
             m = torch.einsum("bnl,bl->bn", rows, w) / len(self.modules)  # [b, N]
-            self.sums[start:start + b] += m.cpu()
-            self.counts[start:start + b] += 1
+            self.sums[step, start:start + b] += m.cpu()
+            self.counts[step, start:start + b] += 1
         return out
 
     # -- result --------------------------------------------------------------------------------
-    def token_maps(self) -> Tensor:
-        """Mean over the chosen layers and steps: [B, *token grid]."""
-        if bool((self.counts == 0).any()):
+    def token_maps(self, per_step: bool = False) -> Tensor:
+        """Mean over the chosen layers and steps: [B, *token grid]; ``per_step``: [B, T, *token grid]."""
+        steps = sorted(self.steps)
+        if bool((self.counts[steps] == 0).any()):
             raise RuntimeError("attention capture: some samples were never seen by a captured step")
-        return (self.sums / self.counts[:, None]).reshape(-1, *self.grid)
+        if per_step:
+            return (self.sums / self.counts[..., None]).transpose(0, 1).reshape(-1, self.num_steps, *self.grid)
+        return (self.sums[steps].sum(0) / self.counts[steps].sum(0)[:, None]).reshape(-1, *self.grid)
 
     def maps(self, grid: tuple[int, ...], cfg: PSMConfig) -> Tensor:
-        """Maps [B, *grid] on the latent grid, in [0, 1]."""
-        t = self.token_maps()  # [B, (f), h, w]
+        """Maps [B, *grid] on the latent grid in [0, 1]; with ``per_step``: [B, T, *grid], each step normalised."""
+        t = self.token_maps(self.cfg.per_step)  # [B, (T), (f), h, w]
+        lead = t.shape[:-len(self.grid)]  # (B,) or (B, T)
+        t = t.reshape(-1, *self.grid)  # [B', (f), h, w]
         H, W = grid[-2:]
-        lead = t.shape[:-2]
         m = F.interpolate(t.reshape(-1, 1, *t.shape[-2:]), size=(H, W), mode="bilinear", align_corners=False,
-                          antialias=True)[:, 0].reshape(*lead, H, W)  # [B, (f), H, W]
+                          antialias=True)[:, 0].reshape(*t.shape[:-2], H, W)  # [B', (f), H, W]
         if len(grid) == 3 and m.shape[1] != grid[0]:
             m = F.interpolate(m[:, None], size=tuple(grid), mode="trilinear", align_corners=True)[:, 0]
         s = self.cfg.blur_sigma
         m = gaussian_blur1d(gaussian_blur1d(m, s, -2), s, -1)
-        return finish(unit_peak(m), cfg.normalize)
+        return finish(unit_peak(m), cfg.normalize).reshape(*lead, *grid)
 
 
 def _index(i: int, n: int, where: str) -> int:

@@ -58,9 +58,12 @@ def random_maps(images: torch.Tensor, grid: tuple[int, ...], cfg: PSMConfig, *,
 
 
 def make_maps(source: str, images: torch.Tensor, grid: tuple[int, ...], cfg: PSMConfig, **kw) -> torch.Tensor:
+    """Maps [B, *grid], or [B, T, *grid] (one per rollout step) from a per-step source."""
     maps = MAP_SOURCES.get(source)(images, grid, cfg, **kw)
-    if maps.shape != (images.shape[0], *grid):
-        raise ValueError(f"map source {source!r} returned {tuple(maps.shape)}, expected {(images.shape[0], *grid)}")
+    b, n = images.shape[0], len(grid)
+    if maps.shape[0] != b or tuple(maps.shape[-n:]) != tuple(grid) or maps.ndim not in (n + 1, n + 2):
+        raise ValueError(f"map source {source!r} returned {tuple(maps.shape)}, expected {(b, *grid)} "
+                         f"or {(b, 'T', *grid)}")
     return maps
 
 

@@ -260,7 +260,7 @@ class Trainer:
                            clip_range=t.clip_range, micro_batch=t.micro_batch,
                            optimizer_steps=t.optimizer_steps_per_iter, max_grad_norm=t.max_grad_norm,
                            kl_coef=t.kl_coef, reference_velocity=self._reference_velocity if self.reference else None,
-                           after_step=self.ema.update if self.ema else None)
+                           after_step=self.ema.update if self.ema else None, per_step=adv.ndim == len(grid) + 2)
         lr = self.scheduler.get_last_lr()[0]
         self.scheduler.step()
         t_update = time.perf_counter() - tic
@@ -323,7 +323,8 @@ class Trainer:
                 record.update(last_eval)
                 if maps is not None and cfg.eval.grid_samples > 0 and dist.is_main():
                     n = cfg.eval.grid_samples
-                    save_map_grid(images[:n], maps[:n], self.run_dir / f"images/maps_it{it:05d}.png", nrow=8, scale=2)
+                    shown = maps[:n] if maps.ndim < images.ndim else maps[:n].mean(1)  # per-step maps: their mean
+                    save_map_grid(images[:n], shown, self.run_dir / f"images/maps_it{it:05d}.png", nrow=8, scale=2)
             if dist.is_main():
                 append_jsonl(self.metrics_path, record)
                 self.logger.log(record, step=it)

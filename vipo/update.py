@@ -41,8 +41,10 @@ def expand_like(logp: torch.Tensor, adv: torch.Tensor) -> torch.Tensor:
 def update(generator: Generator, optimizer: torch.optim.Optimizer, ro: Rollout, adv: torch.Tensor,
            timesteps: Sequence[int], *, kind: str, noise_level: float, reduction: str, clip_range: float,
            micro_batch: int, optimizer_steps: int, max_grad_norm: Optional[float], kl_coef: float,
-           reference_velocity: Optional[Callable] = None, after_step: Optional[Callable] = None) -> dict:
-    """Run the clipped-objective update; returns the mean of the per-unit stats plus grad norms."""
+           reference_velocity: Optional[Callable] = None, after_step: Optional[Callable] = None,
+           per_step: bool = False) -> dict:
+    """Run the clipped-objective update; returns the mean of the per-unit stats plus grad norms.
+    ``per_step``: ``adv`` is [B, T, *grid], one advantage map per rollout step (timestep t uses ``adv[:, t]``)."""
     params = generator.trainable_parameters()
     b = ro.batch_size
     units = [(t, slice(s, s + micro_batch)) for t in timesteps for s in range(0, b, micro_batch)]
@@ -66,7 +68,7 @@ def update(generator: Generator, optimizer: torch.optim.Optimizer, ro: Rollout, 
                     v_ref = reference_velocity(x, torch.full((x.shape[0],), s, device=x.device), cond)
                     ref = sde_step(kind, x, v_ref, s, s_next, noise_level, next_sample=x_next)
             logp, out = step_logp(generator, x, x_next, s, s_next, cond, kind, noise_level, reduction)
-            a = adv[sl]  # [b, *grid] or [b]
+            a = adv[sl, t] if per_step else adv[sl]  # [b, *grid] or [b]
             kl = kl_to_reference(out.mean, ref.mean, out.std) if ref is not None else None  # [b, C, (F), H, W]
             loss, stats = policy_loss(expand_like(logp, a), expand_like(ro.logp[t, sl], a), a, clip_range,
                                       kl=kl, kl_coef=kl_coef)
