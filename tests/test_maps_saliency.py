@@ -174,3 +174,21 @@ def test_a_non_differentiable_reward_is_refused_at_config_time(overrides, needle
 def test_differentiable_rewards_pass(overrides):
     cfg, _ = load(["psm.source=saliency", "psm.saliency.smooth_n=2", *overrides])
     assert cfg.psm.source == "saliency" and cfg.psm.saliency.smooth_n == 2
+
+
+def test_the_psm_map_saliency_cell_trains_and_differs_from_ones(tmp_path):
+    """The toy ablation cell (redness, gradient x input): a real map, unlike redness's all-ones |gradient|."""
+    import json
+
+    from test_train import tiny_cfg
+    from vipo.train import run
+
+    rows = {}
+    for label, extra in [("gxi", ["psm.saliency.reduce=grad_x_input"]), ("abs", [])]:
+        (tmp_path / label).mkdir()
+        cfg, raw = tiny_cfg(tmp_path / label, "psm.source=saliency", "train.iterations=1", "eval.every=0", *extra)
+        run(cfg, raw)
+        rows[label] = json.loads((tmp_path / label / "r/metrics.jsonl").read_text().splitlines()[-1])
+    assert rows["gxi"]["map_std"] > 0.05 and rows["gxi"]["map_mean"] < 1
+    assert rows["abs"]["map_mean"] == 1.0 and rows["abs"]["map_std"] == 0.0  # redness: all ones by construction
+    assert (tmp_path / "gxi/r/images/maps_it00000.png").exists()

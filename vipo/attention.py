@@ -49,7 +49,7 @@ class AttentionConfig:
     tokens: str = "content"  # prompt tokens: content (all real tokens) | nouns (tokens of the words in `nouns`)
     nouns: list = field(default_factory=list)  # words for tokens=nouns, e.g. [cat, ball]
     blur_sigma: float = 0.0  # Gaussian blur std on the latent grid, in cells; 0 = off
-    query_chunk: int = 1024  # image queries per softmax chunk (bounds memory: chunk x keys x heads)
+    query_chunk: int = 256  # image queries per softmax chunk (bounds memory: chunk x keys x heads)
     per_step: bool = False  # one map per rollout step (as STAR): step t's advantage uses step t's map
 
     def __post_init__(self) -> None:
