@@ -20,8 +20,8 @@ from typing import Any, Optional, Sequence
 
 from vipo.attention import AttentionConfig
 from vipo.psm import PSMConfig
-from vipo.saliency import SaliencyConfig
 from vipo.registry import Registry
+from vipo.saliency import SaliencyConfig
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "experiments"
 

@@ -44,8 +44,8 @@ def register_tiny_flux() -> None:
 def source_maps(cfg, prompts: list[str], seed: int = 0) -> tuple[torch.Tensor, dict]:
     """ODE samples of ``cfg``'s generator and {source: maps [N, *grid] or None (does not apply)}."""
     from vipo.backbones import BACKBONES
-    from vipo.maps import MAP_CHECKS, make_maps, map_capture
     from vipo.generators import GENERATORS
+    from vipo.maps import MAP_CHECKS, make_maps, map_capture
     from vipo.rewards import REWARDS
     from vipo.rollout import sample_ode
     from vipo.train import build_on, decode
