@@ -101,7 +101,8 @@ def make_storage(spec: StudySpec, root: Path):
                               grace_period=2 * spec.heartbeat_seconds,
                               failed_trial_callback=Retry(max_retry=2)), optuna
         except Exception as e:  # workers that start together race to create the schema: wait and retry
-            if attempt == 5 or "already exists" not in str(e) and "duplicate key" not in str(e):
+            race = ("already exists", "duplicate key", "UNIQUE constraint failed")  # PostgreSQL / SQLite wording
+            if attempt == 5 or not any(r in str(e) for r in race):
                 raise
             time.sleep(0.5 + random.random())
 
