@@ -114,7 +114,7 @@ def pil_resize_shortest_and_center_crop(images: torch.Tensor, size: int = 224) -
 
 # -------------------------------------------------------------------------------------- tokenizer
 _CLIP_SPLIT = regex.compile(  # special tokens, English contractions, letter runs, single digits, other runs
-    r"""<\|startoftext\|>|<\|endoftext\|>|<start_of_text>|<end_of_text>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]"""
+    r"""<start_of_text>|<end_of_text>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]"""
     r"""|[^\s\p{L}\p{N}]+""", regex.IGNORECASE)
 
 
@@ -123,17 +123,18 @@ def byte_to_unicode() -> Dict[int, str]:
     """The reversible byte -> printable character table of GPT-2 / CLIP byte-level BPE.
 
     Printable Latin-1 bytes map to themselves; the remaining 68 bytes map to code points 256, 257, ...
-    in byte order, so every byte has a visible, non-whitespace stand-in.
+    in byte order, so every byte has a visible, non-whitespace stand-in. The dict's order is the
+    *vocabulary* order of open_clip / OpenAI CLIP / GPT-2: the 188 printable bytes first (ascending),
+    then the 68 others (ascending), so ``"!"`` is id 0 and ``"a"`` id 64, not byte order.
     """
     keep = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
-    table, extra = {}, 0
-    for b in range(256):
-        if b in keep:
-            table[b] = chr(b)
-        else:
-            table[b] = chr(256 + extra)
-            extra += 1
-    return table
+    rest = [b for b in range(256) if b not in keep]
+    return {**{b: chr(b) for b in keep}, **{b: chr(256 + i) for i, b in enumerate(rest)}}
+
+
+def byte_vocabulary() -> List[str]:
+    """The 256 single-byte tokens in vocabulary order (ids 0..255; ids 256..511 are the same + ``</w>``)."""
+    return list(byte_to_unicode().values())
 
 
 def clean_text(text: str) -> str:
@@ -149,6 +150,12 @@ def clean_text(text: str) -> str:
     return regex.sub(r"\s+", " ", text).strip().lower()
 
 
+def clip_vocabulary(merges: Sequence[Tuple[str, str]]) -> List[str]:
+    """CLIP's token list in id order: bytes, bytes + ``</w>``, one token per merge, sot, eot."""
+    chars = byte_vocabulary()
+    return chars + [c + "</w>" for c in chars] + ["".join(m) for m in merges] + ["<|startoftext|>", "<|endoftext|>"]
+
+
 class CLIPBPETokenizer:
     """The CLIP tokenizer (as open_clip's ``tokenize``): ``[sot] + bpe(text) + [eot]``, truncated to
     ``context_length`` with the last kept id replaced by ``eot``, padded with 0."""
@@ -160,9 +167,9 @@ class CLIPBPETokenizer:
         self.context_length = context_length
         self.sot_id = self.encoder[sot_token]
         self.eot_id = self.encoder[eot_token]
-        # special tokens written in a prompt map to their ids (HF spelling and open_clip's spelling)
-        self.special = {"<|startoftext|>": self.sot_id, "<start_of_text>": self.sot_id,
-                        "<|endoftext|>": self.eot_id, "<end_of_text>": self.eot_id}
+        # special tokens written in a prompt map to their ids in open_clip's spelling only: open_clip (and so
+        # HPSv2) reads "<|endoftext|>" in a prompt as punctuation and letters, unlike transformers' tokenizer
+        self.special = {"<start_of_text>": self.sot_id, "<end_of_text>": self.eot_id}
         self._cache: Dict[str, List[str]] = {}
 
     @classmethod
@@ -186,10 +193,7 @@ class CLIPBPETokenizer:
         with gzip.open(path) as f:
             lines = f.read().decode("utf-8").split("\n")[1:num_merges + 1]
         merges = [tuple(ln.split()) for ln in lines if ln]
-        chars = list(byte_to_unicode().values())
-        vocab = chars + [c + "</w>" for c in chars] + ["".join(m) for m in merges]
-        vocab += ["<|startoftext|>", "<|endoftext|>"]
-        return cls({t: i for i, t in enumerate(vocab)}, merges, context_length)
+        return cls({t: i for i, t in enumerate(clip_vocabulary(merges))}, merges, context_length)
 
     def _bpe(self, word: str) -> List[str]:
         if word in self._cache:
@@ -243,9 +247,7 @@ def write_bpe_files(folder: str, merges: Sequence[Tuple[str, str]]) -> None:
 
     Used to build tiny tokenizers for tests without downloads.
     """
-    chars = list(byte_to_unicode().values())
-    vocab = chars + [c + "</w>" for c in chars] + ["".join(m) for m in merges]
-    vocab += ["<|startoftext|>", "<|endoftext|>"]
+    vocab = clip_vocabulary(merges)
     os.makedirs(folder, exist_ok=True)
     with open(os.path.join(folder, "vocab.json"), "w", encoding="utf-8") as f:
         json.dump({t: i for i, t in enumerate(vocab)}, f, ensure_ascii=False)
