@@ -8,7 +8,7 @@ export TOKENIZERS_PARALLELISM = false
 export OMP_WAIT_POLICY ?= PASSIVE   # idle OpenMP threads sleep instead of spinning on a busy 2-core machine
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: setup demo test test-slow test-all bench bench-gpu check-scorers clean
+.PHONY: setup demo test test-slow test-all bench bench-gpu check-scorers scorer-fixtures ref-env clean
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PY) -m venv $(VENV)
@@ -41,8 +41,24 @@ bench: setup  ## speed targets, reported as ratios measured in one run
 bench-gpu: setup
 	$(PYTHON) bench/bench_gpu.py
 
-check-scorers: setup
-	$(PYTHON) bench/check_scorers.py
+# The reference scorer packages need torchvision, which does not load beside the CPU torch of .venv: they live in
+# .venv-ref (torch 2.14.1 + torchvision 0.29.1, a CUDA build that runs on the CPU; ~7 GB; see checks/ref_env.sh).
+REF := .venv-ref
+
+$(REF)/.installed: checks/ref_env.sh | $(STAMP)
+	bash checks/ref_env.sh $(PY)
+	touch $@
+
+ref-env: $(REF)/.installed
+
+check-scorers: ref-env  ## full-size HPSv2.1 / PickScore / ImageReward vs the reference packages, ~10 min, 9 GB
+	$(REF)/bin/python checks/check_scorers.py --only hps
+	$(REF)/bin/python checks/check_scorers.py --only pickscore
+	cd $(REF) && PYTHONPATH=tf4:.. bin/python ../checks/check_scorers.py --only imagereward
+
+scorer-fixtures: ref-env  ## rewrite tests/fixtures/scorers from the reference packages
+	$(REF)/bin/python checks/make_scorer_fixtures.py --only hps,pickscore
+	cd $(REF) && PYTHONPATH=tf4 bin/python ../checks/make_scorer_fixtures.py --only imagereward
 
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis
+	rm -rf $(VENV) $(REF) .pytest_cache .hypothesis

@@ -16,11 +16,9 @@ from __future__ import annotations
 
 import argparse
 import importlib.metadata
-import importlib.util
 import json
 import os
 import sys
-import types
 import unicodedata
 
 import numpy as np
@@ -29,7 +27,10 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
 import _scorer_fixture_spec as spec  # noqa: E402
+from _references import import_imagereward, laion_clip_tokenizer, open_clip_simple_tokenizer  # noqa: E402
 from _scorer_refs import random_imagereward_state_dict, random_open_clip_state_dict  # noqa: E402
 
 REGENERATE = "make scorer-fixtures (checks/make_scorer_fixtures.py, in .venv-ref)"
@@ -72,11 +73,10 @@ def _trim(ids: torch.Tensor):
 
 # ------------------------------------------------------------------------------------------ HPS
 def hps() -> None:
-    from hpsv2.src.open_clip import tokenizer as oc_tok
     from hpsv2.src.open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
     from hpsv2.src.open_clip.transform import image_transform
 
-    ref_tok = oc_tok._tokenizer  # the SimpleTokenizer behind hpsv2's get_tokenizer('ViT-H-14')
+    ref_tok, oc_tok = open_clip_simple_tokenizer()  # the tokenizer behind hpsv2's get_tokenizer('ViT-H-14')
     ids = oc_tok.tokenize(spec.PROMPTS)  # [P, 77]
     words = []  # the byte-encoded words BPE sees, to keep only the merges they can use
     for prompt in spec.PROMPTS:  # open_clip's cleaning (ftfy, HTML) and, for PickScore, transformers' (NFC only)
@@ -111,21 +111,10 @@ def hps() -> None:
 def pickscore() -> None:
     """PickScore's reference code path (README ``calc_probs``) with transformers' PIL CLIP image processor
     and a CLIP tokenizer whose vocab.json / merges.txt are open_clip's own vocabulary (the laion layout)."""
-    import tempfile
-
-    from hpsv2.src.open_clip import tokenizer as oc_tok
-    from transformers import CLIPConfig, CLIPModel, CLIPProcessor, CLIPTokenizer
+    from transformers import CLIPConfig, CLIPModel, CLIPProcessor
     from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 
-    ref_tok = oc_tok._tokenizer
-    rename = {"<start_of_text>": "<|startoftext|>", "<end_of_text>": "<|endoftext|>"}
-    folder = tempfile.mkdtemp()
-    with open(os.path.join(folder, "vocab.json"), "w", encoding="utf-8") as f:
-        json.dump({rename.get(t, t): i for t, i in ref_tok.encoder.items()}, f, ensure_ascii=False)
-    with open(os.path.join(folder, "merges.txt"), "w", encoding="utf-8") as f:
-        ranked = sorted(ref_tok.bpe_ranks.items(), key=lambda kv: kv[1])
-        f.write("#version: 0.2\n" + "\n".join(" ".join(m) for m, _ in ranked) + "\n")
-    tok = CLIPTokenizer.from_pretrained(folder)
+    tok = laion_clip_tokenizer()
     s = spec.IMAGE_SIZE
     processor = CLIPProcessor(image_processor=CLIPImageProcessorPil(size={"shortest_edge": s},
                                                                     crop_size={"height": s, "width": s}),
@@ -148,24 +137,10 @@ def pickscore() -> None:
 
 
 # ---------------------------------------------------------------------------------- ImageReward
-def _import_imagereward():
-    """ImageReward's modules without its package __init__ (which imports the ReFL trainer: diffusers,
-    accelerate). Needs transformers 4.55.4 first on the path (.venv-ref/tf4)."""
-    found = importlib.util.find_spec("ImageReward")
-    pkg = types.ModuleType("ImageReward")
-    pkg.__path__ = list(found.submodule_search_locations)
-    sys.modules.setdefault("ImageReward", pkg)
-    from ImageReward import ImageReward as ir
-    from ImageReward.models.BLIP.blip import init_tokenizer
-    from ImageReward.models.BLIP.med import BertConfig, BertModel
-    from ImageReward.models.BLIP.vit import VisionTransformer
-
-    return ir, init_tokenizer, BertConfig, BertModel, VisionTransformer
-
-
 def imagereward() -> None:
     """The package's ``ImageReward.score`` on a small BLIP (its own ViT, med BERT and MLP classes)."""
-    ir, init_tokenizer, BertConfig, BertModel, VisionTransformer = _import_imagereward()
+    pkg = import_imagereward()
+    ir, BertConfig, BertModel, VisionTransformer = pkg.module, pkg.BertConfig, pkg.BertModel, pkg.VisionTransformer
     a = spec.IR_SMALL
     heads = a["v_width"] // spec.IR_HEAD_DIM
     ref = ir.ImageReward.__new__(ir.ImageReward)
@@ -179,7 +154,7 @@ def imagereward() -> None:
                encoder_width=a["v_width"], add_cross_attention=True, hidden_act="gelu", layer_norm_eps=1e-12,
                hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1, type_vocab_size=2, pad_token_id=0)
     ref.blip.text_encoder = BertModel(config=BertConfig(**med), add_pooling_layer=False)
-    ref.blip.tokenizer = init_tokenizer()  # 'bert-base-uncased' is the folder in the working directory
+    ref.blip.tokenizer = pkg.init_tokenizer()  # 'bert-base-uncased' is the folder in the working directory
     ref.mlp = ir.MLP(a["t_width"])
     ref.preprocess = ir._transform(a["image"])
     sd = {k: v for k, v in random_imagereward_state_dict(**a).items() if not k.startswith(("blip.vision_proj",

