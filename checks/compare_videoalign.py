@@ -22,6 +22,7 @@ import importlib.util
 import math
 import os
 import sys
+import tempfile
 from typing import List, Optional
 
 import torch
@@ -38,6 +39,7 @@ VISION = dict(depth=1, embed_dim=16, hidden_size=HIDDEN, num_heads=2, patch_size
 MROPE = [2, 3, 3]  # head_dim 16 -> 8 rotary pairs split over (t, h, w)
 GRIDS = [(2, 4, 4), (1, 4, 6)]  # (t, h, w) patches per video -> t*h*w/4 merged video tokens
 SIZES = [(240, 320), (480, 854), (100, 3000), (28, 28), (1080, 1920), (57, 91)]
+TEMPLATE_TYPES = ["none", "simple", "video_score", "detailed_special", "detailed"]
 FRAMES = [(17, 16.0, 2.0), (120, 30.0, 2.0), (8, 8.0, 1.0), (1000, 24.0, 8.0), (5, 2.0, 2.0), (49, 16.0, 3.0)]
 
 
@@ -83,6 +85,14 @@ def reference(repo: str, out: str) -> None:
     vp = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(vp)
     res = {"transformers": transformers.__version__}
+    # prompt text: prompt_template.build_prompt for every template type and dimension choice
+    pt_spec = importlib.util.spec_from_file_location("videoalign_prompt_template", os.path.join(repo, "prompt_template.py"))
+    pt = importlib.util.module_from_spec(pt_spec)
+    pt_spec.loader.exec_module(pt)
+    with open(os.path.join(repo, "prompt_template.py"), encoding="utf-8") as f:
+        res["prompt_template_py"] = f.read()
+    res["prompts"] = [(kind, dims, pt.build_prompt("a cat {playing} piano", dims, kind)) for kind in TEMPLATE_TYPES
+                      for dims in (["VQ"], ["MQ", "TA"], ["VQ", "MQ", "TA"])]
     # frame size and count rules
     res["smart_resize"] = [(h, w, mn, mx, *vp.smart_resize(h, w, 28, mn, mx)) for h, w in SIZES
                            for mn, mx in ((vp.VIDEO_MIN_PIXELS, 240 * 320), (4 * 28 * 28, vp.VIDEO_MAX_PIXELS))]
@@ -121,11 +131,21 @@ def ours(path: str) -> int:
     from transformers import Qwen2VLConfig
 
     from vipo.rewards.videoalign import VideoRewardModel, load_reward_state
-    from vipo.rewards.videoalign_processing import (num_sampled_frames, patchify, resize_frames_uint8, smart_resize,
-                                                    video_to_patches)
+    from vipo.rewards.videoalign_processing import (build_query, num_sampled_frames, patchify, resize_frames_uint8,
+                                                    resolve_template, smart_resize, video_to_patches)
 
     ref = torch.load(path, weights_only=False)
     print(f"VideoAlign: reference code on transformers {ref['transformers']}, ours on {transformers.__version__}")
+    with tempfile.TemporaryDirectory() as tmp:
+        template_py = os.path.join(tmp, "prompt_template.py")
+        with open(template_py, "w", encoding="utf-8") as f:
+            f.write(ref["prompt_template_py"])
+        bad = []
+        for kind, dims, text in ref["prompts"]:
+            template, consts = resolve_template(template_py, kind)
+            if build_query("a cat {playing} piano", template, dims, consts.get("DIMENSION_DESCRIPTIONS")) != text:
+                bad.append((kind, dims))
+    print(f"  prompt text       {len(ref['prompts'])} cases, {len(bad)} differ {bad}")
     bad = [r for r in ref["smart_resize"] if tuple(smart_resize(r[0], r[1], 28, r[2], r[3])) != tuple(r[4:])]
     print(f"  smart_resize      {len(ref['smart_resize'])} cases, {len(bad)} differ {bad}")
     bad = [r for r in ref["smart_nframes"] if num_sampled_frames(r[0], r[1], r[2]) != r[3]]
