@@ -19,6 +19,7 @@ import json
 import os
 import sys
 import tempfile
+import warnings
 
 import numpy as np
 import torch
@@ -198,6 +199,7 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--only", default="hps,pickscore", help="comma-separated subset of " + ", ".join(CHECKS))
     args = ap.parse_args(argv)
+    warnings.filterwarnings("ignore", message=r".*(timm\.models\.layers|pkg_resources).*")  # the references' imports
     torch.backends.cuda.matmul.allow_tf32 = False  # compare in true fp32
     torch.backends.cudnn.allow_tf32 = False
     ok = True
