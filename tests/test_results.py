@@ -1,12 +1,14 @@
 """Results index and curves: rebuilt from run folders, cached, invalidated by new runs."""
 
 import json
+import math
 
 import pytest
 
 from analysis.curves import load_curves, plot_curves
+from analysis.tables import cell_table
 from test_train import tiny_cfg
-from vipo.results import collect, format_table, main, summarize
+from vipo.results import collect, main
 from vipo.train import run
 
 
@@ -41,15 +43,16 @@ def test_cache_is_used_and_refreshed(two_runs, tmp_path):
     extra.rmdir()
 
 
-def test_summarize_mean_and_spread(two_runs, capsys):
+def test_cell_table_mean_and_interval(two_runs, capsys):
     df = collect(two_runs)
-    t = summarize(df, by="tags.cell", metrics=["eval/reward"])
+    t = cell_table(df, ["eval/reward"]).set_index("cell")
     vals = [json.loads((two_runs / f"s{i}/summary.json").read_text())["eval/reward"] for i in (0, 1)]
-    assert t["mean"].loc["a", "eval/reward"] == pytest.approx(sum(vals) / 2)
-    assert t["std"].loc["a", "eval/reward"] == pytest.approx(abs(vals[0] - vals[1]) / 2)
-    assert "± " in format_table(t)
+    # two seeds: s = |a - b| / sqrt(2), half-width t(0.975, 1) s / sqrt(2) = tan(0.475 pi) |a - b| / 2
+    assert t.loc["a", "mean"] == pytest.approx(sum(vals) / 2) and t.loc["a", "n"] == 2
+    assert t.loc["a", "hi"] - t.loc["a", "mean"] == pytest.approx(math.tan(0.475 * math.pi) * abs(vals[0] - vals[1]) / 2)
     main([str(two_runs), "--by", "tags.cell", "--metrics", "eval/reward"])
-    assert "eval/reward" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "| tags.cell | reward | n |" in out and "| a | " in out and " ± " in out
 
 
 def test_curves_read_metrics_and_plot(two_runs, tmp_path):

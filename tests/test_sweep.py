@@ -9,10 +9,11 @@ import pandas as pd
 import pytest
 
 import tiny  # noqa: F401
+from analysis.render import cells_view, markdown
 from test_train import TINY
 from vipo.config import CONFIG_DIR, ConfigError, load
-from vipo.results import collect, format_table, summarize
-from vipo.sweep import cell_overrides, expand_cells, load_ablation, plan, run_sweep
+from vipo.results import collect
+from vipo.sweep import cell_overrides, expand_cells, load_ablation, plan, run_sweep, table
 
 HERE = Path(__file__).parent
 ABLATIONS = sorted(p.stem for p in (CONFIG_DIR / "ablation").glob("*.yaml"))
@@ -83,13 +84,13 @@ def test_grid_runs_skips_finished_and_resumes_started(tmp_path, capsys):
     assert "resuming" in (victim / "train.log").read_text()
     df = collect(root, cache=True)
     assert len(df) == 4 and (root / "index.parquet").exists()
-    table = summarize(df, by="tags.cell", metrics=["eval/reward"])
-    assert list(table.index) == ["map_x_advantage", "map_x_reward"]
-    for cell in table.index:
+    cells = table("psm_target", root=root, metrics=["eval/reward"]).set_index("cell")
+    assert list(cells.index) == ["map_x_advantage", "map_x_reward"]
+    for cell in cells.index:
         vals = pd.to_numeric(df[df["tags.cell"] == cell]["eval/reward"])
-        assert table["mean"].loc[cell, "eval/reward"] == pytest.approx(vals.mean())
-        assert table["n"].loc[cell, "eval/reward"] == 2
-    assert "map_x_reward" in format_table(table)
+        assert cells.loc[cell, "mean"] == pytest.approx(vals.mean())
+        assert cells.loc[cell, "n"] == 2
+    assert "| map_x_reward | " in markdown(cells_view(cells.reset_index(), "psm_target"))
 
 
 # ablations whose base picks another experiment (e.g. psm_map_t2i: FLUX) need its checkpoints; they compose above

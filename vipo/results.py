@@ -1,7 +1,8 @@
 """Run records -> one table. ``collect(root)`` reads every ``summary.json`` below ``root`` (with the run's
 ``config.yaml``) into a pandas DataFrame, one row per run: summary fields as they are, config fields
 flattened as ``cfg.<section>.<key>``. The table is cached as ``<root>/index.parquet`` and rebuilt when a
-summary is newer than the cache. ``python -m vipo.results [root] [--by COLUMN]`` prints it.
+summary is newer than the cache. ``python -m vipo.results [root] [--by COLUMN]`` prints it; statistics over
+runs (means, intervals, paired differences) are built by ``analysis.tables``.
 """
 
 from __future__ import annotations
@@ -58,39 +59,10 @@ def collect(root: str | Path = "results", cache: bool = True) -> pd.DataFrame:
     return df
 
 
-def summarize(df: pd.DataFrame, by: str | Sequence[str], metrics: Sequence[str] | None = None) -> pd.DataFrame:
-    """Mean, std and count over seeds for each metric, one row per value of ``by``."""
-    by = [by] if isinstance(by, str) else list(by)
-    if metrics is None:
-        metrics = [c for c in df.columns if c.startswith("eval/") and not c.endswith("_std")]
-    metrics = [m for m in metrics if m in df.columns]
-    numeric = df[by + metrics].copy()
-    for m in metrics:
-        numeric[m] = pd.to_numeric(numeric[m], errors="coerce")
-    g = numeric.groupby(by, sort=True)
-    out = pd.concat({"mean": g[metrics].mean(), "std": g[metrics].std(ddof=0), "n": g[metrics].count()}, axis=1)
-    return out
-
-
-def format_table(summary: pd.DataFrame, digits: int = 3) -> str:
-    if summary.empty:
-        return "(no finished runs)"
-    metrics = list(dict.fromkeys(summary["mean"].columns))
-    rows = []
-    for idx in summary.index:
-        cells = [f"{summary['mean'].loc[idx, m]:.{digits}f} ± {summary['std'].loc[idx, m]:.{digits}f}" for m in metrics]
-        n = int(summary["n"].loc[idx].max())
-        rows.append([str(idx), *cells, str(n)])
-    header = [summary.index.name or "cell", *metrics, "n"]
-    widths = [max(len(r[i]) for r in rows + [header]) for i in range(len(header))]
-    line = lambda r: "  ".join(c.ljust(w) for c, w in zip(r, widths))  # noqa: E731
-    return "\n".join([line(header), line(["-" * w for w in widths]), *map(line, rows)])
-
-
 def main(argv: Sequence[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m vipo.results", description=__doc__.split("\n\n")[0])
     ap.add_argument("root", nargs="?", default="results", help="folder to search for summary.json files")
-    ap.add_argument("--by", default=None, help="group by this column and print mean ± std over runs")
+    ap.add_argument("--by", default=None, help="group by this column: mean ± 95%% t interval over runs (analysis.tables)")
     ap.add_argument("--metrics", nargs="*", default=None, help="metric columns (default: eval/*)")
     args = ap.parse_args(argv)
     df = collect(args.root)
@@ -98,7 +70,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(f"no runs with summary.json under {args.root}")
         return
     if args.by:
-        print(format_table(summarize(df, args.by, args.metrics)))
+        from analysis.render import cells_view, markdown
+        from analysis.report import eval_metrics
+        from analysis.tables import cell_table
+
+        table = cell_table(df, args.metrics or eval_metrics(df), by=args.by)
+        print(markdown(cells_view(table, f"{args.root} by {args.by}: mean ± 95% t interval over runs",
+                                  row_header=args.by)))
         return
     cols = ["run_id", "experiment", "advantage_mode", "seed", *[c for c in df.columns if c.startswith("eval/")]]
     with pd.option_context("display.max_rows", 200, "display.width", 200):

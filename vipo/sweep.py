@@ -5,7 +5,7 @@ of overrides) or as a product of axes (``axes:``, key -> values). Every (cell, s
 ``results/sweeps/<ablation>/<experiment>/<cell>-s<seed>``. A finished cell (``summary.json`` exists) is skipped, a
 started one (checkpoint, no summary) is resumed, so re-running the same command after a crash finishes
 the grid. Cells run as subprocesses, ``workers`` at a time, one CPU thread each. The table printed at the
-end comes from the summaries (``vipo.results``).
+end comes from the summaries (``analysis.tables``).
 """
 
 from __future__ import annotations
@@ -46,13 +46,21 @@ def load_ablation(name: str) -> dict:
         known = ", ".join(sorted(p.stem for p in (CONFIG_DIR / "ablation").glob("*.yaml")))
         raise ConfigError(f"config error: unknown ablation {name!r}; known: {known}")
     spec = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
-    allowed = {"name", "table", "cells", "axes", "base", "seeds", "metrics"}
+    allowed = {"name", "table", "cells", "axes", "base", "seeds", "metrics", "reference"}
     unknown = set(spec) - allowed
     if unknown:
         raise ConfigError(f"config error: unknown key(s) {sorted(unknown)} in {path}; allowed: {sorted(allowed)}")
     if bool(spec.get("cells")) == bool(spec.get("axes")):
         raise ConfigError(f"config error: {path} needs exactly one of 'cells' or 'axes'")
+    names = cell_names(spec)
+    if spec.get("reference") is not None and spec["reference"] not in names:
+        raise ConfigError(f"config error: reference {spec['reference']!r} in {path} is not a cell; cells: {names}")
     return spec
+
+
+def cell_names(spec: dict) -> list[str]:
+    """The cells of an ablation in file order (the rows of its table)."""
+    return list(dict.fromkeys(c.name for c in expand_cells(spec, [0])))
 
 
 def expand_cells(spec: dict, seeds: Sequence[int]) -> list[Cell]:
@@ -168,12 +176,14 @@ def launch(cells: Sequence[Cell], command, workers: int = 1, threads: int = 1, l
 
 
 def table(ablation: str, root: Path | None = None, metrics: Sequence[str] | None = None, extra: Sequence[str] = ()):
-    """Mean and spread over seeds per cell, from the summaries under the sweep folder."""
-    from vipo.results import collect, summarize
+    """Per cell (in the ablation file's order): mean, 95% t interval and n over seeds, from the summaries under the
+    sweep folder (``analysis.tables.cell_table``); ``None`` when no run has finished."""
+    from analysis.tables import cell_table
+    from vipo.results import collect
 
     spec = load_ablation(ablation)
     root = Path(root or default_root(ablation, extra))
     df = collect(root, cache=False)
     if df.empty:
-        return df
-    return summarize(df, by="tags.cell", metrics=metrics or spec.get("metrics"))
+        return None
+    return cell_table(df, metrics or spec.get("metrics"), cell_names(spec))

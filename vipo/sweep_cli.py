@@ -46,7 +46,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not ablation:
             print("sweep.py needs ablation=<name>, study=<name> or search=<name>", file=sys.stderr)
             return 2
-        from vipo.results import format_table
+        from analysis.render import cells_view, markdown
         from vipo.sweep import load_ablation, run_sweep, table
 
         spec = load_ablation(ablation)
@@ -54,8 +54,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         workers = int(_take(argv, "workers", "1"))
         if not only_table:
             run_sweep(ablation, seeds, argv, workers=workers)
-        print(f"\n{spec.get('table', ablation)}")
-        print(format_table(table(ablation, extra=argv)))
+        cells = table(ablation, extra=argv)
+        title = f"{spec.get('table', ablation)}: mean ± 95% t interval over seeds"
+        print("\n" + (markdown(cells_view(cells, title)) if cells is not None else f"{title}\n(no finished runs)"))
     except ConfigError as e:
         print(str(e), file=sys.stderr)
         return 2

@@ -1,0 +1,134 @@
+"""``python -m analysis.tables <results root> [--ablation NAME ...] [--format md,tex,csv] [--out DIR]`` (and
+``make tables``): every table whose runs exist under the root, written to ``--out`` with the curve figures of
+``analysis.curves``, and a list of what is missing (ablations without runs, cells without a finished seed,
+metrics no run has). Exits 0 when there is nothing to build, saying so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import Sequence
+
+from analysis.render import RENDERERS, markdown
+from analysis.report import REWARD, Report, ablation_report, folder_report, paper_report, sweep_runs
+from analysis.tables import numeric, paper_tables
+
+
+def _say(msg: str) -> None:
+    print(f"[tables] {msg}", flush=True)
+
+
+def _write(rep: Report, out: Path, formats: Sequence[str], figures: bool, collected: list[str]) -> None:
+    for t in rep.tables:
+        for fmt in formats:
+            path = out / f"{rep.name}_{t.name}.{fmt}"
+            path.write_text(RENDERERS[fmt](t))
+        collected.append(markdown(t))
+    if figures and rep.run_dirs:
+        _figure(rep, out)
+    for line in rep.missing:
+        _say(f"  missing in {rep.name}: {line}")
+
+
+def _figure(rep: Report, out: Path) -> None:
+    """Reward and the first structure metric against iteration, and the matched-reward view (analysis.curves)."""
+    import pandas as pd
+
+    from analysis.curves import plot_curves
+    from vipo.records import read_jsonl
+
+    rows = [r for d in rep.run_dirs for r in read_jsonl(Path(d) / "metrics.jsonl")]
+    present = pd.DataFrame(rows) if rows else pd.DataFrame()
+    metrics = [c for c in present.columns if c.startswith("eval/") and c != REWARD and not c.startswith("eval/reward_")
+               and numeric(present, c).notna().any()]
+    if not rows or not metrics:
+        _say(f"  no evaluation curves in {rep.name}; no figure")
+        return
+    metric = "eval/shape_acc" if "eval/shape_acc" in metrics else metrics[0]
+    path = out / f"{rep.name}_curves.png"
+    plot_curves(rep.run_dirs, path, metric=metric, labels=rep.labels)
+    _say(f"  figure {path}")
+
+
+def build(root: str | Path, out: str | Path, ablations: Sequence[str] | None = None,
+          formats: Sequence[str] = ("md", "tex", "csv"), levels: Sequence[float] | None = None,
+          interval_kind: str = "t", figures: bool = True) -> list[Report]:
+    from vipo.config import CONFIG_DIR
+    from vipo.results import collect
+    from vipo.sweep import load_ablation
+
+    root, out = Path(root), Path(out)
+    t0 = time.perf_counter()
+    runs = collect(root, cache=False) if root.exists() else None
+    if runs is None or runs.empty:
+        _say(f"no finished runs (summary.json) under {root}; no tables to build")
+        return []
+    _say(f"{len(runs)} finished runs under {root} -> {out}")
+    out.mkdir(parents=True, exist_ok=True)
+    names = list(ablations or sorted(p.stem for p in (CONFIG_DIR / "ablation").glob("*.yaml")))
+    reports, collected, no_runs = [], [], []
+    for name in names:
+        spec = load_ablation(name)
+        sel = sweep_runs(runs, name)
+        if sel.empty:
+            no_runs.append(name)
+            continue
+        for experiment in sorted(sel["experiment"].astype(str).unique()):
+            _say(f"ablation {name} on {experiment}: {len(sweep_runs(sel, name, experiment))} runs")
+            reports.append(ablation_report(runs, spec, experiment, levels, interval_kind))
+            _write(reports[-1], out, formats, figures, collected)
+    if not ablations:  # runs no sweep tagged: one table per folder
+        tagged = runs["tags.ablation"].notna() if "tags.ablation" in runs.columns else runs["run_dir"].isna()
+        loose = runs[~tagged]
+        folders = [Path(d).parent for d in loose["run_dir"]]
+        for folder in sorted(set(folders)):
+            sel = loose[[f == folder for f in folders]]
+            name = str(folder.relative_to(root)) if folder != root else root.name
+            _say(f"runs in {name}: {len(sel)}")
+            reports.append(folder_report(sel, name, levels, interval_kind))
+            _write(reports[-1], out, formats, False, collected)
+            if figures:
+                _figure(reports[-1], out)
+    for paper in paper_tables():
+        have = runs["experiment"].astype(str).eq(paper["experiment"]).any() if "experiment" in runs.columns else False
+        if not have:
+            _say(f"paper Table {paper['table']} ({paper['experiment']}): no runs of {paper['experiment']}; not built")
+            continue
+        t = paper_report(paper, runs, interval_kind=interval_kind)
+        for fmt in formats:
+            (out / f"{t.name}.{fmt}").write_text(RENDERERS[fmt](t))
+        collected.append(markdown(t))
+        _say(f"paper Table {paper['table']} beside ours -> {out / t.name}.*")
+    if no_runs:
+        _say(f"no runs for ablation(s): {', '.join(no_runs)} (run: python sweep.py ablation=<name>)")
+    if collected:
+        (out / "tables.md").write_text("\n".join(collected))
+    _say(f"wrote {len(collected)} tables ({', '.join(formats)}) to {out} in {time.perf_counter() - t0:.1f}s; "
+         f"all Markdown in {out / 'tables.md'}")
+    return reports
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m analysis.tables", description=__doc__.split("\n\n")[0])
+    ap.add_argument("root", nargs="?", default="results", help="folder searched for run folders (summary.json)")
+    ap.add_argument("--ablation", nargs="*", default=None, help="only these ablations (default: every one with runs)")
+    ap.add_argument("--format", default="md,tex,csv", help="comma-separated: md, tex, csv")
+    ap.add_argument("--out", default="analysis/out", help="output folder")
+    ap.add_argument("--levels", default=None, help="reward levels of the matched-reward tables, e.g. 0.1,0.2 "
+                                                    "(default: 3 levels inside the range every cell covers)")
+    ap.add_argument("--interval", default="t", choices=["t", "bootstrap"], help="interval over seeds")
+    ap.add_argument("--no-figures", action="store_true", help="skip the curve figures")
+    args = ap.parse_args(argv)
+    formats = [f.strip() for f in args.format.split(",") if f.strip()]
+    bad = [f for f in formats if f not in RENDERERS]
+    if bad:
+        ap.error(f"unknown format(s) {bad}; known: {', '.join(RENDERERS)}")
+    levels = [float(v) for v in args.levels.split(",")] if args.levels else None
+    build(args.root, args.out, args.ablation, formats, levels, args.interval, not args.no_figures)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

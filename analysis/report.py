@@ -1,0 +1,117 @@
+"""The tables of one group of runs (an ablation on one experiment, or a folder of untagged runs), built from the
+builders of ``analysis.tables`` and ready to render, with a list of what is missing. ``make tables`` and the
+notebooks both call these, so a notebook shows exactly what the command writes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import pandas as pd
+
+from analysis.metrics import METRICS
+from analysis.render import Table, cells_view, matched_view, paired_view, paper_view
+from analysis.tables import (CELL, MissingData, cell_table, matched_reward_table, numeric, paired_table,
+                             paper_side_by_side, reward_levels)
+
+REWARD = "eval/reward"
+INTERVAL_NAMES = {"t": "Student-t", "bootstrap": "bootstrap"}
+
+
+@dataclass
+class Report:
+    name: str  # file stem: "<ablation>-<experiment>" or the folder of untagged runs
+    tables: list[Table] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)  # what could not be shown, one line each
+    run_dirs: list[str] = field(default_factory=list)
+    labels: list[str] = field(default_factory=list)  # one per run: "<cell>-s<seed>"
+
+
+def sweep_runs(runs: pd.DataFrame, ablation: str, experiment: str | None = None) -> pd.DataFrame:
+    """The finished runs of one ablation (``tags.ablation``), optionally of one experiment."""
+    if runs.empty or "tags.ablation" not in runs.columns:
+        return runs.iloc[0:0]
+    sel = runs[runs["tags.ablation"].astype(str) == ablation]
+    return sel[sel["experiment"].astype(str) == experiment] if experiment else sel
+
+
+def eval_metrics(runs: pd.DataFrame) -> list[str]:
+    """The registered evaluation metrics present in ``runs``, in registry order (rule-reward extras left out)."""
+    return [m for m in METRICS if m in runs.columns and numeric(runs, m).notna().any()]
+
+
+def _missing(runs: pd.DataFrame, cells: list[str], metrics: Sequence[str], by: str) -> list[str]:
+    out = [f"metric {m}: no run has it" for m in metrics if not numeric(runs, m).notna().any()]
+    have = set(runs[by].astype(str)) if by in runs.columns else set()
+    out += [f"cell {c}: no finished seed" for c in cells if c not in have]
+    for m in metrics:
+        bad = runs[numeric(runs, m).isna()]
+        if 0 < len(bad) < len(runs):
+            out.append(f"metric {m}: missing or NaN in {len(bad)} run(s): " + ", ".join(bad["run_dir"].astype(str)))
+    return out
+
+
+def _matched(runs, metrics, cells, by, levels, interval_kind, confidence, title, missing) -> list[Table]:
+    structure = [m for m in metrics if m != REWARD and numeric(runs, m).notna().any()]
+    if not structure or REWARD not in runs.columns:
+        return []
+    levels = list(levels) if levels else reward_levels(runs, REWARD, by=by)
+    if not levels:
+        missing.append("matched reward: the cells' evaluation curves share no reward range; no matched-reward table")
+        return []
+    frame = matched_reward_table(runs, levels, structure, REWARD, cells, by, interval_kind, confidence)
+    return [matched_view(frame, f"{title}: structure at matched {REWARD} (interpolated on each run's evaluation "
+                                f"curve, never extrapolated)", REWARD, name="matched")]
+
+
+def ablation_report(runs: pd.DataFrame, spec: dict, experiment: str, levels: Sequence[float] | None = None,
+                    interval_kind: str = "t", confidence: float = 0.95, reference: str | None = None) -> Report:
+    """Tables of an ablation (``vipo.sweep.load_ablation`` spec) on one experiment: cells, differences from the
+    reference cell (``reference:`` of the spec unless given) and matched reward."""
+    from vipo.sweep import cell_names
+
+    runs = sweep_runs(runs, spec["name"], experiment)
+    cells, metrics = cell_names(spec), list(spec.get("metrics") or eval_metrics(runs))
+    rep = Report(f"{spec['name']}-{experiment}", missing=_missing(runs, cells, metrics, CELL),
+                 run_dirs=list(runs["run_dir"]), labels=[f"{c}-s{s}" for c, s in zip(runs[CELL], runs["seed"])])
+    how = f"mean ± {confidence:.0%} {INTERVAL_NAMES[interval_kind]} interval over seeds"
+    title = f"{spec.get('table', spec['name'])} [{experiment}]"
+    rep.tables.append(cells_view(cell_table(runs, metrics, cells, CELL, interval_kind, confidence),
+                                 f"{title}: {how}", name="cells"))
+    reference = reference or spec.get("reference")
+    if reference:
+        try:
+            frame = paired_table(runs, metrics, reference, cells, CELL, interval_kind=interval_kind,
+                                 confidence=confidence)
+            rep.tables.append(paired_view(frame, f"{title}: difference from {reference}, paired by seed",
+                                          notes=["(k/n same sign): seeds whose difference has the sign of the mean"],
+                                          name="paired"))
+        except MissingData as e:
+            rep.missing.append(f"paired differences: {e}")
+    rep.tables += _matched(runs, metrics, cells, CELL, levels, interval_kind, confidence, title, rep.missing)
+    return rep
+
+
+def folder_report(runs: pd.DataFrame, name: str, levels: Sequence[float] | None = None, interval_kind: str = "t",
+                  confidence: float = 0.95) -> Report:
+    """Tables of runs that no sweep tagged (e.g. ``python train.py`` runs in one folder): one row per run folder."""
+    runs = runs.assign(run=[Path(d).name for d in runs["run_dir"]])
+    metrics = eval_metrics(runs)
+    rep = Report(name.replace("/", "-"), run_dirs=list(runs["run_dir"]), labels=list(runs["run"]))
+    rep.missing = _missing(runs, [], metrics, "run")
+    rep.tables.append(cells_view(cell_table(runs, metrics, None, "run", interval_kind, confidence),
+                                 f"Runs in {name} (one seed each: no interval)", row_header="run", name="cells"))
+    rep.tables += _matched(runs, metrics, None, "run", levels, interval_kind, confidence, f"Runs in {name}",
+                           rep.missing)
+    for t in rep.tables:
+        t.row_header = "run"
+    return rep
+
+
+def paper_report(paper: dict, runs: pd.DataFrame, experiment: str | None = None, interval_kind: str = "t",
+                 confidence: float = 0.95) -> Table:
+    """The paper's table beside ours (runs of ``experiment``, default the paper's own)."""
+    return paper_view(paper_side_by_side(paper, runs, experiment, interval_kind, confidence), paper, experiment)
+
