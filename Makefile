@@ -8,7 +8,7 @@ export TOKENIZERS_PARALLELISM = false
 export OMP_WAIT_POLICY ?= PASSIVE   # idle OpenMP threads sleep instead of spinning on a busy 2-core machine
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: setup demo test test-slow test-all bench bench-gpu check-scorers scorer-fixtures ref-env clean
+.PHONY: setup demo test test-slow test-all tables bench bench-gpu check-scorers scorer-fixtures ref-env clean
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PY) -m venv $(VENV)
@@ -31,6 +31,11 @@ test-slow: setup  ## only the slow tests (pretraining, PostgreSQL, long runs)
 
 test-all: setup
 	$(PYTHON) -m pytest -m "slow or not slow"
+
+RESULTS    ?= results
+TABLES_OUT ?= analysis/out
+tables: setup  ## every table (Markdown, LaTeX, CSV) and curve figure of the runs under $(RESULTS) -> $(TABLES_OUT)/
+	$(PYTHON) -m analysis.tables $(RESULTS) --out $(TABLES_OUT)
 
 bench: setup  ## speed targets, reported as ratios measured in one run
 	$(PYTHON) bench/bench_psm.py

@@ -55,9 +55,7 @@ def _figure(rep: Report, out: Path) -> None:
 def build(root: str | Path, out: str | Path, ablations: Sequence[str] | None = None,
           formats: Sequence[str] = ("md", "tex", "csv"), levels: Sequence[float] | None = None,
           interval_kind: str = "t", figures: bool = True) -> list[Report]:
-    from vipo.config import CONFIG_DIR
     from vipo.results import collect
-    from vipo.sweep import load_ablation
 
     root, out = Path(root), Path(out)
     t0 = time.perf_counter()
@@ -66,6 +64,9 @@ def build(root: str | Path, out: str | Path, ablations: Sequence[str] | None = N
         _say(f"no finished runs (summary.json) under {root}; no tables to build")
         return []
     _say(f"{len(runs)} finished runs under {root} -> {out}")
+    from vipo.config import CONFIG_DIR
+    from vipo.sweep import load_ablation
+
     out.mkdir(parents=True, exist_ok=True)
     names = list(ablations or sorted(p.stem for p in (CONFIG_DIR / "ablation").glob("*.yaml")))
     reports, collected, no_runs = [], [], []

@@ -12,7 +12,7 @@ from typing import Sequence
 import pandas as pd
 
 from analysis.metrics import METRICS
-from analysis.render import Table, cells_view, matched_view, paired_view, paper_view
+from analysis.render import Table, cells_view, markdown, matched_view, paired_view, paper_view
 from analysis.tables import (CELL, MissingData, cell_table, matched_reward_table, numeric, paired_table,
                              paper_side_by_side, reward_levels)
 
@@ -74,8 +74,9 @@ def ablation_report(runs: pd.DataFrame, spec: dict, experiment: str, levels: Seq
 
     runs = sweep_runs(runs, spec["name"], experiment)
     cells, metrics = cell_names(spec), list(spec.get("metrics") or eval_metrics(runs))
-    rep = Report(f"{spec['name']}-{experiment}", missing=_missing(runs, cells, metrics, CELL),
-                 run_dirs=list(runs["run_dir"]), labels=[f"{c}-s{s}" for c, s in zip(runs[CELL], runs["seed"])])
+    rep = Report(f"{spec['name']}-{experiment}", missing=_missing(runs, cells, metrics, CELL))
+    if len(runs):
+        rep.run_dirs, rep.labels = list(runs["run_dir"]), [f"{c}-s{s}" for c, s in zip(runs[CELL], runs["seed"])]
     how = f"mean ± {confidence:.0%} {INTERVAL_NAMES[interval_kind]} interval over seeds"
     title = f"{spec.get('table', spec['name'])} [{experiment}]"
     rep.tables.append(cells_view(cell_table(runs, metrics, cells, CELL, interval_kind, confidence),
@@ -115,3 +116,14 @@ def paper_report(paper: dict, runs: pd.DataFrame, experiment: str | None = None,
     """The paper's table beside ours (runs of ``experiment``, default the paper's own)."""
     return paper_view(paper_side_by_side(paper, runs, experiment, interval_kind, confidence), paper, experiment)
 
+
+
+def show(*items) -> None:
+    """Display tables, or reports (their tables, then what is missing), as Markdown in a notebook."""
+    from IPython.display import Markdown, display
+
+    for item in items:
+        for t in item.tables if isinstance(item, Report) else [item]:
+            display(Markdown(markdown(t)))
+        if isinstance(item, Report) and item.missing:
+            display(Markdown(f"Missing in {item.name}:\n" + "\n".join(f"- {m}" for m in item.missing)))

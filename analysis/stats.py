@@ -10,7 +10,6 @@ import math
 from typing import Callable, Mapping, NamedTuple, Sequence
 
 import numpy as np
-from scipy import stats
 
 
 class Estimate(NamedTuple):
@@ -29,6 +28,12 @@ class Difference(NamedTuple):
     paired: bool  # True when paired by seed, False for Welch's unpaired difference of means
 
 
+def _t_quantile(p: float, dof: float) -> float:
+    from scipy import stats  # (a slow import: only when an interval is computed)
+
+    return float(stats.t.ppf(p, dof))
+
+
 def finite(values: Sequence[float]) -> np.ndarray:
     a = np.asarray([float(v) for v in values if v is not None], dtype=float)
     return a[np.isfinite(a)]
@@ -43,7 +48,7 @@ def t_interval(values: Sequence[float], level: float = 0.95) -> Estimate:
     mean = float(a.mean())
     if n == 1:
         return Estimate(mean, math.nan, math.nan, 1)
-    half = float(stats.t.ppf((1 + level) / 2, n - 1) * a.std(ddof=1) / math.sqrt(n))
+    half = _t_quantile((1 + level) / 2, n - 1) * float(a.std(ddof=1)) / math.sqrt(n)
     return Estimate(mean, mean - half, mean + half, n)
 
 
@@ -82,7 +87,7 @@ def welch_difference(a: Sequence[float], b: Sequence[float], level: float = 0.95
     if se == 0:
         return Difference(d, d, d, min(len(a), len(b)), -1, False)
     dof = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))
-    half = float(stats.t.ppf((1 + level) / 2, dof) * se)
+    half = _t_quantile((1 + level) / 2, dof) * se
     return Difference(d, d - half, d + half, min(len(a), len(b)), -1, False)
 
 

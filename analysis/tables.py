@@ -20,7 +20,6 @@ import numpy as np
 import pandas as pd
 
 from analysis.stats import interpolate_at, interval, paired_difference
-from vipo.records import read_jsonl
 
 PAPER_DIR = Path(__file__).resolve().parent / "paper"
 CELL = "tags.cell"  # the column naming a run's cell (set by vipo.sweep)
@@ -93,6 +92,8 @@ def paired_table(runs: pd.DataFrame, metrics: Sequence[str], reference: str, cel
 def eval_curve(run_dir: str | Path, columns: Sequence[str]) -> pd.DataFrame:
     """The evaluation rows of a run's ``metrics.jsonl`` in iteration order: ``iteration`` (training iterations
     done: 0 = before training) and ``columns`` as floats (NaN where a row lacks one)."""
+    from vipo.records import read_jsonl  # (imports torch: only when curves are read)
+
     rows = [r for r in read_jsonl(Path(run_dir) / "metrics.jsonl") if any(c in r for c in columns)]
     frame = pd.DataFrame({"iteration": [int(r["iteration"]) + 1 for r in rows]})
     for c in columns:

@@ -1,0 +1,87 @@
+"""`make tables` / `python -m analysis.tables` and the notebooks, on a committed fixture of real run files
+(tests/fixtures/results_tiny: 2-iteration toy-world sweeps made by tests/fixtures/make_results_tiny.py)."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from analysis.make_tables import build
+from analysis.render import markdown
+from analysis.report import ablation_report
+from vipo.results import collect
+from vipo.sweep import load_ablation
+
+REPO = Path(__file__).resolve().parents[1]
+FIXTURE = REPO / "tests" / "fixtures" / "results_tiny"
+NOTEBOOKS = sorted((REPO / "analysis" / "notebooks").glob("*.ipynb"))
+
+
+def test_make_tables_on_empty_results_says_so(tmp_path):
+    (tmp_path / "results").mkdir()
+    # -o: treat the venv stamp as up to date, so make runs this interpreter instead of building .venv
+    proc = subprocess.run(["make", "-s", "-o", ".venv/.installed", "tables", f"PYTHON={sys.executable}",
+                           f"RESULTS={tmp_path / 'results'}", f"TABLES_OUT={tmp_path / 'out'}"],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert f"no finished runs (summary.json) under {tmp_path / 'results'}; no tables to build" in proc.stdout
+    assert not (tmp_path / "out").exists()
+
+
+def test_build_writes_every_table_and_names_what_is_missing(tmp_path, capsys):
+    reports = build(FIXTURE, tmp_path, levels=None, figures=True)
+    out = capsys.readouterr().out
+    names = sorted(r.name for r in reports)
+    assert names == ["baseline-toy_redness", "psm_k-toy_redness", "psm_target-toy_redness"]
+    for stem in ("baseline-toy_redness_cells", "baseline-toy_redness_paired", "psm_k-toy_redness_cells"):
+        for ext in ("md", "tex", "csv"):
+            assert (tmp_path / f"{stem}.{ext}").stat().st_size > 100, (stem, ext)
+    assert (tmp_path / "baseline-toy_redness_curves.png").stat().st_size > 1000
+    assert "no runs for ablation(s): logprob_reduction, psm_aggregation, psm_backbone" in out
+    assert "paper Table 1 (flux_hps): no runs of flux_hps; not built" in out
+    # the files hold what the builders give (the same call a notebook makes)
+    rep = ablation_report(collect(FIXTURE, cache=False), load_ablation("baseline"), "toy_redness")
+    assert (tmp_path / "baseline-toy_redness_cells.md").read_text() == markdown(rep.tables[0])
+    assert rep.tables[0].rows == ["grpo", "vipo"]
+
+
+def test_cli_rejects_unknown_format():
+    proc = subprocess.run([sys.executable, "-m", "analysis.tables", str(FIXTURE), "--format", "md,docx"],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "unknown format(s) ['docx']; known: md, tex, csv" in proc.stderr
+
+
+def test_committed_notebooks_have_no_outputs():
+    assert [p.stem for p in NOTEBOOKS] == ["main_image_table", "main_video_table", "psm_ablations", "toy_study"]
+    for path in NOTEBOOKS:
+        nb = nbformat.read(path, as_version=4)
+        stale = [i for i, c in enumerate(nb.cells) if c.cell_type == "code" and (c.outputs or c.execution_count)]
+        assert not stale, f"{path.name}: cells {stale} carry outputs; strip them before committing"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_executes_on_the_fixture(path, tmp_path, monkeypatch):
+    from nbclient import NotebookClient
+
+    monkeypatch.setenv("VIPO_RESULTS", str(FIXTURE))
+    monkeypatch.setenv("VIPO_EXPERIMENT", "toy_redness")
+    monkeypatch.setenv("VIPO_OUT", str(tmp_path))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    nb = nbformat.read(path, as_version=4)
+    NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}).execute()
+    text = "\n".join(o.get("text", "") + str(o.get("data", {}).get("text/markdown", ""))
+                     for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+    assert "finished runs under" in text and "Traceback" not in text
+    if path.stem != "toy_study":
+        assert "Paper Table" in text
+    if path.stem in ("main_image_table", "main_video_table", "toy_study"):
+        assert "GRPO (scalar advantage) vs ViPO (PSM map x advantage) [toy_redness]" in text
+        assert "difference from grpo, paired by seed" in text
+    if path.stem == "psm_ablations":
+        assert "K = 3 is the best balance" in text and "Missing in psm_sigma-toy_redness" in text
+    if path.stem == "toy_study":
+        assert "ablations with runs: baseline, psm_k, psm_target" in text
+        assert (tmp_path / "baseline-toy_redness_curves.png").exists()
