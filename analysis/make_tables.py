@@ -80,9 +80,8 @@ def build(root: str | Path, out: str | Path, ablations: Sequence[str] | None = N
             _say(f"ablation {name} on {experiment}: {len(sweep_runs(sel, name, experiment))} runs")
             reports.append(ablation_report(runs, spec, experiment, levels, interval_kind))
             _write(reports[-1], out, formats, figures, collected)
-    if not ablations:  # runs no sweep tagged: one table per folder
-        tagged = runs["tags.ablation"].notna() if "tags.ablation" in runs.columns else runs["run_dir"].isna()
-        loose = runs[~tagged]
+    if not ablations:  # runs of no known ablation (plain train.py runs, other tags): one table per folder
+        loose = runs[~runs["tags.ablation"].isin(names)] if "tags.ablation" in runs.columns else runs
         folders = [Path(d).parent for d in loose["run_dir"]]
         for folder in sorted(set(folders)):
             sel = loose[[f == folder for f in folders]]

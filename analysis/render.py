@@ -43,12 +43,13 @@ class Table:
     name: str = "table"  # file stem when written
 
     def best(self) -> set:
-        """(row, column key) of the best finite mean in each column with a direction (ties: all of them)."""
+        """(row, column key) of the best finite mean in each column with a direction (ties: all of them, unless all
+        values are equal)."""
         out = set()
         for c in self.columns:
             vals = {r: self.entries[(r, c.key)].mean for r in self.rows
                     if (r, c.key) in self.entries and math.isfinite(self.entries[(r, c.key)].mean)}
-            if c.direction and len(vals) > 1:
+            if c.direction and len(set(vals.values())) > 1:  # all equal: nothing is best
                 top = max(v * c.direction for v in vals.values())
                 out |= {(r, c.key) for r, v in vals.items() if v * c.direction == top}
         return out
@@ -145,14 +146,27 @@ def cells_view(frame: pd.DataFrame, title: str, row_header: str = "cell", notes=
     return t
 
 
-def paired_view(frame: pd.DataFrame, title: str, row_header: str = "cell", notes=(), name: str = "paired") -> Table:
-    """``paired_table`` output -> Table of differences; the note gives the seeds agreeing in sign (or "unpaired")."""
-    metrics = list(dict.fromkeys(frame["metric"]))
-    t = Table(title, row_header, list(dict.fromkeys(frame["cell"])),
-              [_metric_column(m, signed=True, best=False) for m in metrics], notes=list(notes), name=name)
+def _columns(frame: pd.DataFrame, reward: str, signed: bool = False, best: bool = True):
+    """Columns of a builder's frame: one per metric, or one per (metric, reward level) when it has ``level``;
+    returns them with the function giving a record's column key."""
+    if "level" not in frame.columns:
+        cols = [_metric_column(m, signed=signed, best=best) for m in dict.fromkeys(frame["metric"])]
+        return cols, lambda rec: rec.metric
+    rlabel = metric_info(reward).label
+    cols = [_metric_column(m, key=f"{m}@{lv}", label=f"{metric_info(m).label} @ {rlabel} {lv:g}", signed=signed,
+                           best=best) for m, lv in dict.fromkeys(zip(frame["metric"], frame["level"]))]
+    return cols, lambda rec: f"{rec.metric}@{rec.level}"
+
+
+def paired_view(frame: pd.DataFrame, title: str, row_header: str = "cell", notes=(), name: str = "paired",
+                reward: str = "eval/reward") -> Table:
+    """``paired_table`` / ``matched_paired_table`` output -> Table of differences; the note gives the seeds agreeing
+    in sign (or "unpaired")."""
+    cols, key = _columns(frame, reward, signed=True, best=False)
+    t = Table(title, row_header, list(dict.fromkeys(frame["cell"])), cols, notes=list(notes), name=name)
     for rec in frame.itertuples():
         note = f"{rec.n_sign}/{rec.n} same sign" if rec.paired else "unpaired"
-        t.entries[(rec.cell, rec.metric)] = Entry(rec.mean, rec.lo, rec.hi, int(rec.n), note if rec.n else "")
+        t.entries[(rec.cell, key(rec))] = Entry(rec.mean, rec.lo, rec.hi, int(rec.n), note if rec.n else "")
     return t
 
 
@@ -160,14 +174,11 @@ def matched_view(frame: pd.DataFrame, title: str, reward: str = "eval/reward", r
                  name: str = "matched") -> Table:
     """``matched_reward_table`` output -> Table with a column per (metric, level); an entry notes how many of the
     cell's runs reach the level when not all do."""
-    cols = list(dict.fromkeys(zip(frame["metric"], frame["level"])))
-    rlabel = metric_info(reward).label
-    t = Table(title, row_header, list(dict.fromkeys(frame["cell"])),
-              [_metric_column(m, key=f"{m}@{lv}", label=f"{metric_info(m).label} @ {rlabel} {lv:g}") for m, lv in cols],
-              notes=list(notes), name=name)
+    cols, key = _columns(frame, reward)
+    t = Table(title, row_header, list(dict.fromkeys(frame["cell"])), cols, notes=list(notes), name=name)
     for rec in frame.itertuples():
         note = "" if rec.reached == rec.runs else f"{rec.reached} of {rec.runs} runs reach it"
-        t.entries[(rec.cell, f"{rec.metric}@{rec.level}")] = Entry(rec.mean, rec.lo, rec.hi, int(rec.n), note)
+        t.entries[(rec.cell, key(rec))] = Entry(rec.mean, rec.lo, rec.hi, int(rec.n), note)
     return t
 
 

@@ -13,11 +13,12 @@ import pandas as pd
 
 from analysis.metrics import METRICS
 from analysis.render import Table, cells_view, markdown, matched_view, paired_view, paper_view
-from analysis.tables import (CELL, MissingData, cell_table, matched_reward_table, numeric, paired_table,
-                             paper_side_by_side, reward_levels)
+from analysis.tables import (CELL, MissingData, cell_table, eval_curve, matched_paired_table, matched_reward_table,
+                             numeric, paired_table, paper_side_by_side, reward_levels)
 
 REWARD = "eval/reward"
 INTERVAL_NAMES = {"t": "Student-t", "bootstrap": "bootstrap"}
+SIGN_NOTE = "(k/n same sign): seeds whose difference has the sign of the mean"
 
 
 @dataclass
@@ -53,17 +54,27 @@ def _missing(runs: pd.DataFrame, cells: list[str], metrics: Sequence[str], by: s
     return out
 
 
-def _matched(runs, metrics, cells, by, levels, interval_kind, confidence, title, missing) -> list[Table]:
+def _matched(runs, metrics, cells, by, levels, interval_kind, confidence, title, missing,
+             reference: str | None = None) -> list[Table]:
     structure = [m for m in metrics if m != REWARD and numeric(runs, m).notna().any()]
     if not structure or REWARD not in runs.columns:
+        return []
+    if not any(eval_curve(d, [REWARD])[REWARD].notna().any() for d in runs["run_dir"]):
+        missing.append(f"matched reward: no run has {REWARD} evaluation rows in metrics.jsonl")
         return []
     levels = list(levels) if levels else reward_levels(runs, REWARD, by=by)
     if not levels:
         missing.append("matched reward: the cells' evaluation curves share no reward range; no matched-reward table")
         return []
     frame = matched_reward_table(runs, levels, structure, REWARD, cells, by, interval_kind, confidence)
-    return [matched_view(frame, f"{title}: structure at matched {REWARD} (interpolated on each run's evaluation "
-                                f"curve, never extrapolated)", REWARD, name="matched")]
+    tables = [matched_view(frame, f"{title}: structure at matched reward (interpolated on each run's evaluation "
+                                  f"curve, never extrapolated)", REWARD, name="matched")]
+    if reference and (runs[by].astype(str) == reference).any():
+        diff = matched_paired_table(runs, levels, structure, reference, REWARD, cells, by,
+                                    interval_kind=interval_kind, confidence=confidence)
+        tables.append(paired_view(diff, f"{title}: difference from {reference} at matched reward, paired by seed",
+                                  notes=[SIGN_NOTE], name="matched_paired", reward=REWARD))
+    return tables
 
 
 def ablation_report(runs: pd.DataFrame, spec: dict, experiment: str, levels: Sequence[float] | None = None,
@@ -87,11 +98,12 @@ def ablation_report(runs: pd.DataFrame, spec: dict, experiment: str, levels: Seq
             frame = paired_table(runs, metrics, reference, cells, CELL, interval_kind=interval_kind,
                                  confidence=confidence)
             rep.tables.append(paired_view(frame, f"{title}: difference from {reference}, paired by seed",
-                                          notes=["(k/n same sign): seeds whose difference has the sign of the mean"],
+                                          notes=[SIGN_NOTE],
                                           name="paired"))
         except MissingData as e:
             rep.missing.append(f"paired differences: {e}")
-    rep.tables += _matched(runs, metrics, cells, CELL, levels, interval_kind, confidence, title, rep.missing)
+    rep.tables += _matched(runs, metrics, cells, CELL, levels, interval_kind, confidence, title, rep.missing,
+                           reference)
     return rep
 
 

@@ -134,6 +134,33 @@ def matched_reward_table(runs: pd.DataFrame, levels: Sequence[float], metrics: S
     return pd.concat(out, ignore_index=True) if out else pd.DataFrame(columns=cols)
 
 
+def matched_paired_table(runs: pd.DataFrame, levels: Sequence[float], metrics: Sequence[str], reference: str,
+                         reward: str = "eval/reward", cells: Sequence[str] | None = None, by: str = CELL,
+                         seed: str = SEED, interval_kind: str = "t", confidence: float = 0.95) -> pd.DataFrame:
+    """``paired_table`` of ``matched_values`` at each level (column ``level``): the effect at matched reward, paired
+    by seed over the seeds where both the cell's and the reference's runs reach the level."""
+    values = matched_values(runs, levels, metrics, reward, by, seed)
+    out = []
+    for level in levels:
+        t = paired_table(values[values["level"] == float(level)], metrics, reference,
+                         cell_order(runs, cells, by), by, seed, interval_kind, confidence)
+        t.insert(1, "level", float(level))
+        out.append(t)
+    return pd.concat(out, ignore_index=True)
+
+
+def with_verdicts(paired: pd.DataFrame, expected: dict | None = None) -> pd.DataFrame:
+    """``paired`` (from ``paired_table`` or ``matched_paired_table``) with a ``verdict`` column: "holds" when the
+    interval excludes 0 on the expected side (default: the metric's better direction, e.g. lower FD), "fails" on
+    the other side, "undecided" otherwise (interval includes 0, or one seed)."""
+    from analysis.metrics import direction
+    from analysis.stats import verdict
+
+    expected = expected or {}
+    signs = [expected.get(m, direction(m) or 1) for m in paired["metric"]]
+    return paired.assign(verdict=[verdict(lo, hi, s) for lo, hi, s in zip(paired["lo"], paired["hi"], signs)])
+
+
 def reward_levels(runs: pd.DataFrame, reward: str = "eval/reward", count: int = 3, by: str = CELL) -> list[float]:
     """``count`` levels evenly inside the reward range every cell covers: above the highest starting reward and
     below the lowest per-cell median of the runs' best reward (rounded to 2 significant digits). Empty when the

@@ -10,7 +10,8 @@ from scipy import stats
 from analysis.render import latex, markdown
 from analysis.report import ablation_report
 from analysis.stats import bootstrap_interval, interpolate_at, t_interval, verdict, welch_difference
-from analysis.tables import MissingData, cell_table, matched_reward_table, matched_values, paired_table
+from analysis.tables import (MissingData, cell_table, matched_reward_table, matched_values, paired_table,
+                            with_verdicts)
 from vipo.config import ConfigError
 from vipo.results import collect
 
@@ -100,6 +101,11 @@ def test_paired_differences_by_seed(runs):
     dof = (va + vb) ** 2 / (va ** 2 / 1 + vb ** 2 / 2)  # 1.6842
     assert dof == pytest.approx(1.6842, abs=1e-4)
     assert r["hi"] - r["mean"] == pytest.approx(stats.t.ppf(0.975, dof) * math.sqrt(va + vb))
+    v = with_verdicts(d).set_index(["cell", "metric"])["verdict"]
+    assert v[("vipo", "eval/shape_acc")] == "undecided"  # 0.2 ± 0.248 includes 0
+    assert v[("vipo", "eval/fd")] == "holds"  # -5 on both seeds: lower FD is the expected side
+    assert v[("ones", "eval/shape_acc")] == "undecided"  # one seed: no interval
+    assert with_verdicts(d, {"eval/fd": 1}).set_index(["cell", "metric"])["verdict"][("vipo", "eval/fd")] == "fails"
     with pytest.raises(MissingData, match="reference cell 'semantic' has no finished run"):
         paired_table(runs, ["eval/shape_acc"], "semantic")
 
@@ -132,7 +138,7 @@ def test_interpolation_edges():
 
 def test_report_renders_bold_best_by_direction(runs):
     rep = ablation_report(runs, SPEC, "toy_redness", levels=[0.1, 0.4])
-    cells, paired, matched = rep.tables
+    cells, paired, matched, matched_paired = rep.tables
     tex = latex(cells)
     lines = {ln.split(" & ")[0]: ln for ln in tex.splitlines() if " & " in ln}
     assert r"\textbf{0.900}" in lines["grpo"]  # reward: 0.9 > 0.4 > 0.2 > 0.1, higher is better
@@ -145,6 +151,11 @@ def test_report_renders_bold_best_by_direction(runs):
     assert "| vipo | 0.400 ± 0.248 | **0.800** ± 0.248 | — (n=0 of 3 runs) | **10.0** ± 63.5 (n=2 of 3 runs) | 3 |" in md
     assert "+0.200 ± 0.248 (3/3 same sign)" in markdown(paired)
     assert "(1 of 3 runs reach it)" in markdown(matched)
+    # vipo - grpo at reward 0.1: 0.9 - (0.9, 0.85, 0.8) = 0, 0.05, 0.1: mean 0.05, s = 0.05, seed 0 has no sign;
+    # at 0.4 only seed 2 of both reaches it: 0.75 - 0.5
+    mp = markdown(matched_paired)
+    # columns: shape and FD at 0.1, then at 0.4 (these curves have no FD)
+    assert f"| vipo | +0.050 ± {T2 * 0.05 / math.sqrt(3):.3f} (2/3 same sign) | — | +0.250 (1/1 same sign) | — |" in mp
     assert "metric eval/colour_acc: no run has it" in rep.missing
     assert "cell semantic: no finished seed" not in rep.missing  # not a cell of this spec
     assert any(m.startswith("metric eval/fd: missing or NaN in 2 run(s)") for m in rep.missing)  # vipo s2, ones s0

@@ -1,7 +1,7 @@
 """`make tables` / `python -m analysis.tables` and the notebooks, on a committed fixture of real run files
 (tests/fixtures/results_tiny: 2-iteration toy-world sweeps made by tests/fixtures/make_results_tiny.py)."""
 
-import os
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -46,6 +46,20 @@ def test_build_writes_every_table_and_names_what_is_missing(tmp_path, capsys):
     rep = ablation_report(collect(FIXTURE, cache=False), load_ablation("baseline"), "toy_redness")
     assert (tmp_path / "baseline-toy_redness_cells.md").read_text() == markdown(rep.tables[0])
     assert rep.tables[0].rows == ["grpo", "vipo"]
+
+
+def test_runs_of_no_known_ablation_are_tabled_per_folder(tmp_path, capsys):
+    for folder, name, tags in (("runs", "a", {}), ("runs", "b", {}), ("study", "c", {"ablation": "mine", "cell": "x"})):
+        d = tmp_path / "results" / folder / name
+        d.mkdir(parents=True)
+        (d / "summary.json").write_text(json.dumps({"experiment": "toy_redness", "seed": 0, "tags": tags,
+                                                    "eval/reward": 0.5, "eval/shape_acc": 0.25}))
+    reports = build(tmp_path / "results", tmp_path / "out", formats=["md"], figures=False)
+    assert [r.name for r in reports] == ["runs", "study"]
+    assert "| a | 0.500 | 0.250 | 1 |" in (tmp_path / "out" / "runs_cells.md").read_text()
+    out = capsys.readouterr().out
+    assert "no runs for ablation(s): baseline, logprob_reduction" in out
+    assert "missing in runs: matched reward: no run has eval/reward evaluation rows in metrics.jsonl" in out
 
 
 def test_cli_rejects_unknown_format():
