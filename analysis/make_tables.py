@@ -52,6 +52,26 @@ def _figure(rep: Report, out: Path) -> None:
     _say(f"  figure {path}")
 
 
+def _study(sroot: Path, root: Path, names: Sequence[str], out: Path, formats, levels, interval_kind, figures,
+           collected: list[str]) -> list[Report]:
+    """One report per (reward, ablation) of a study folder (``vipo.study``), from its ``index.json``."""
+    from vipo.study import read_index, study_frame
+    from vipo.sweep import load_ablation
+
+    reports = []
+    pairs = dict.fromkeys((e["reward"], e["ablation"]) for e in read_index(sroot) if e["ablation"] in names)
+    for reward, ablation in pairs:
+        label = f"{sroot.relative_to(root) if sroot != root else sroot.name}/{reward}"
+        df = study_frame(sroot, reward, ablation)
+        if df.empty:
+            _say(f"study {label}, ablation {ablation}: no finished runs yet")
+            continue
+        _say(f"study {label}, ablation {ablation}: {len(df)} runs")
+        reports.append(ablation_report(df, load_ablation(ablation), None, levels, interval_kind, label=label))
+        _write(reports[-1], out, formats, figures, collected)
+    return reports
+
+
 def build(root: str | Path, out: str | Path, ablations: Sequence[str] | None = None,
           formats: Sequence[str] = ("md", "tex", "csv"), levels: Sequence[float] | None = None,
           interval_kind: str = "t", figures: bool = True) -> list[Report]:
@@ -70,11 +90,20 @@ def build(root: str | Path, out: str | Path, ablations: Sequence[str] | None = N
     out.mkdir(parents=True, exist_ok=True)
     names = list(ablations or sorted(p.stem for p in (CONFIG_DIR / "ablation").glob("*.yaml")))
     reports, collected, no_runs = [], [], []
+    studies = sorted(p.parent for p in root.rglob("index.json"))
+    in_study = runs["run_dir"].map(lambda d: any(Path(d).is_relative_to(s) for s in studies))
+    for sroot in studies:  # a study's runs serve several (ablation, cell) pairs: its index.json says which
+        reports += _study(sroot, root, names, out, formats, levels, interval_kind, figures, collected)
+    from vipo.study import read_index
+
+    studied = {e["ablation"] for s in studies for e in read_index(s)}
+    runs = runs[~in_study]
     for name in names:
         spec = load_ablation(name)
         sel = sweep_runs(runs, name)
         if sel.empty:
-            no_runs.append(name)
+            if name not in studied:
+                no_runs.append(name)
             continue
         for experiment in sorted(sel["experiment"].astype(str).unique()):
             _say(f"ablation {name} on {experiment}: {len(sweep_runs(sel, name, experiment))} runs")

@@ -77,19 +77,24 @@ def _matched(runs, metrics, cells, by, levels, interval_kind, confidence, title,
     return tables
 
 
-def ablation_report(runs: pd.DataFrame, spec: dict, experiment: str, levels: Sequence[float] | None = None,
-                    interval_kind: str = "t", confidence: float = 0.95, reference: str | None = None) -> Report:
-    """Tables of an ablation (``vipo.sweep.load_ablation`` spec) on one experiment: cells, differences from the
-    reference cell (``reference:`` of the spec unless given) and matched reward."""
+def ablation_report(runs: pd.DataFrame, spec: dict, experiment: str | None, levels: Sequence[float] | None = None,
+                    interval_kind: str = "t", confidence: float = 0.95, reference: str | None = None,
+                    label: str | None = None) -> Report:
+    """Tables of an ablation (``vipo.sweep.load_ablation`` spec) on one experiment (None: every run tagged with the
+    ablation, e.g. a study's frame of one reward): cells, differences from the reference cell (``reference:`` of
+    the spec unless given) and matched reward. ``label`` names the group in titles and file names (default: the
+    experiment)."""
     from vipo.sweep import cell_names
 
     runs = sweep_runs(runs, spec["name"], experiment)
+    label = label or experiment or "all runs"
     cells, metrics = cell_names(spec), list(spec.get("metrics") or eval_metrics(runs))
-    rep = Report(f"{spec['name']}-{experiment}", missing=_missing(runs, cells, metrics, CELL))
+    rep = Report(f"{spec['name']}-{label}".replace("/", "-").replace(" ", "_"),
+                 missing=_missing(runs, cells, metrics, CELL))
     if len(runs):
         rep.run_dirs, rep.labels = list(runs["run_dir"]), [f"{c}-s{s}" for c, s in zip(runs[CELL], runs["seed"])]
     how = f"mean ± {confidence:.0%} {INTERVAL_NAMES[interval_kind]} interval over seeds"
-    title = f"{spec.get('table', spec['name'])} [{experiment}]"
+    title = f"{spec.get('table', spec['name'])} [{label}]"
     rep.tables.append(cells_view(cell_table(runs, metrics, cells, CELL, interval_kind, confidence),
                                  f"{title}: {how}", name="cells"))
     reference = reference or spec.get("reference")

@@ -62,6 +62,36 @@ def test_runs_of_no_known_ablation_are_tabled_per_folder(tmp_path, capsys):
     assert "missing in runs: matched reward: no run has eval/reward evaluation rows in metrics.jsonl" in out
 
 
+def test_a_study_is_tabled_per_reward_from_its_index(tmp_path, capsys):
+    """A run shared by two ablations (vipo.study) appears in both; rewards are never mixed."""
+    study = tmp_path / "results" / "toy_study"
+    index = []
+    for reward, shape in (("redness", 0.5), ("brightness", 0.9)):
+        for cell, seed, bump in (("grpo", 0, 0.0), ("grpo", 1, 0.1), ("vipo", 0, 0.2), ("vipo", 1, 0.4)):
+            d = study / reward / f"baseline.{cell}-s{seed}"
+            d.mkdir(parents=True)
+            (d / "summary.json").write_text(json.dumps({
+                "experiment": "toy_redness", "seed": seed, "eval/shape_acc": shape + bump,
+                "tags": {"study": "toy", "reward": reward, "ablation": "baseline", "cell": cell}}))
+            index.append({"reward": reward, "ablation": "baseline", "cell": cell, "seed": seed,
+                          "run": f"{reward}/{d.name}"})
+            if cell == "vipo" and reward == "redness":  # the default ViPO cell also serves psm_target
+                index.append({"reward": reward, "ablation": "psm_target", "cell": "map_x_advantage", "seed": seed,
+                              "run": f"{reward}/{d.name}"})
+    (study / "index.json").write_text(json.dumps(index))
+    reports = build(tmp_path / "results", tmp_path / "out", formats=["md"], figures=False)
+    assert [r.name for r in reports] == ["baseline-toy_study-redness", "psm_target-toy_study-redness",
+                                         "baseline-toy_study-brightness"]
+    md = (tmp_path / "out" / "baseline-toy_study-redness_paired.md").read_text()
+    # vipo - grpo per seed: (0.7 - 0.5, 0.9 - 0.6) = (0.2, 0.3): mean 0.25, s = 0.0707, t(0.975, 1) = 12.706
+    assert "| vipo | — | +0.250 ± 0.635 (2/2 same sign) | — | — |" in md  # only shape accuracy was recorded
+    target = (tmp_path / "out" / "psm_target-toy_study-redness_cells.md").read_text()
+    assert "| map_x_advantage | — (n=0 of 2 runs) | 0.800 ± 1.271 | " in target  # (0.7 + 0.9) / 2
+    assert "| map_x_reward | — (no finished run) |" in target
+    out = capsys.readouterr().out
+    assert "no runs for ablation(s): logprob_reduction" in out and "baseline," not in out.split("no runs for")[1]
+
+
 def test_cli_rejects_unknown_format():
     proc = subprocess.run([sys.executable, "-m", "analysis.tables", str(FIXTURE), "--format", "md,docx"],
                           cwd=REPO, capture_output=True, text=True, timeout=300)

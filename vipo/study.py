@@ -217,8 +217,10 @@ def study_frame(root: Path, reward: str, ablation: str):
 
 
 def print_tables(name: str | Path, root: Path) -> None:
-    """Mean ± std over seeds for every (reward, part) of the study that has finished runs."""
-    from vipo.results import format_table, summarize
+    """The tables of ``analysis.report.ablation_report`` (cells with intervals over seeds, paired differences from
+    the reference cell, matched reward) for every (reward, part) of the study that has finished runs."""
+    from analysis.render import markdown
+    from analysis.report import ablation_report
 
     spec = load_study(name)
     try:
@@ -230,6 +232,9 @@ def print_tables(name: str | Path, root: Path) -> None:
         abl = load_ablation(part["ablation"])
         for reward in part.get("rewards") or list(spec["rewards"]):
             df = study_frame(root, reward, part["ablation"])
-            print(f"\n{abl.get('table', part['ablation'])}  [reward: {reward}]")
-            print(format_table(summarize(df, by="tags.cell", metrics=abl.get("metrics"))) if not df.empty
-                  else "(no finished runs)")
+            if df.empty:
+                print(f"\n{abl.get('table', part['ablation'])}  [reward: {reward}]\n(no finished runs)")
+                continue
+            rep = ablation_report(df, abl, None, label=f"reward: {reward}")
+            print("\n" + "\n".join(markdown(t) for t in rep.tables))
+            print("".join(f"missing: {m}\n" for m in rep.missing), end="")
