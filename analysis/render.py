@@ -43,11 +43,11 @@ class Table:
     name: str = "table"  # file stem when written
 
     def best(self) -> set:
-        """(row, column key) of the best finite mean in each column with a direction (ties: all of them, unless all
-        values are equal)."""
+        """(row, column key) of the best finite mean in each column with a direction, compared as shown (rounded to
+        the column's digits); ties are all bold, and nothing is when all values are equal."""
         out = set()
         for c in self.columns:
-            vals = {r: self.entries[(r, c.key)].mean for r in self.rows
+            vals = {r: round(self.entries[(r, c.key)].mean, c.digits) for r in self.rows  # as shown
                     if (r, c.key) in self.entries and math.isfinite(self.entries[(r, c.key)].mean)}
             if c.direction and len(set(vals.values())) > 1:  # all equal: nothing is best
                 top = max(v * c.direction for v in vals.values())
