@@ -146,7 +146,8 @@ def matched_paired_table(runs: pd.DataFrame, levels: Sequence[float], metrics: S
                          cell_order(runs, cells, by), by, seed, interval_kind, confidence)
         t.insert(1, "level", float(level))
         out.append(t)
-    return pd.concat(out, ignore_index=True)
+    cols = ["cell", "level", "metric", "mean", "lo", "hi", "n", "n_sign", "paired", "reference"]
+    return pd.concat(out, ignore_index=True) if out else pd.DataFrame(columns=cols)
 
 
 def with_verdicts(paired: pd.DataFrame, expected: dict | None = None) -> pd.DataFrame:
