@@ -45,8 +45,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--resolution", type=int, default=32, help="image side in pixels")
     p.add_argument("--seed", type=int, default=0, help="seed of init, data and noise")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
-    p.add_argument("--precision", default="bf16", choices=["bf16", "fp32"],
-                   help="autocast of the forward pass (bf16: ~2x faster on CPUs with AMX / AVX512-BF16)")
+    p.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"],
+                   help="autocast of the forward pass (bf16: ~2x faster on CPUs with AMX / AVX512-BF16, ~20x "
+                        "slower on AVX2-only CPUs); auto: bf16 where the CPU has native bf16, else fp32")
     p.add_argument("--out", default=str(SHIPPED["generator"]), help="EMA weights (safetensors)")
     p.add_argument("--dtype", default="float16", choices=["float16", "float32"], help="dtype of saved weights")
     p.add_argument("--ckpt-dir", default="outputs/toy_pretrain", help="resumable checkpoints")
@@ -55,7 +56,17 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--log-every", type=int, default=50, help="steps between progress lines")
     p.add_argument("--eval-samples", type=int, default=256, help="ODE samples judged at the end (0: skip)")
     p.add_argument("--eval-only", action="store_true", help="only judge the weights at --out")
+    p.add_argument("--init", default=None,
+                   help="start from these weights (a generator safetensors file) instead of a random init")
     return p.parse_args(argv)
+
+
+def native_bf16() -> bool:
+    """Does this CPU compute bf16 natively (AVX512-BF16 / AMX)? Without it bf16 autocast is emulated and slow."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
 
 
 def lr_at(step: int, args) -> float:
@@ -65,7 +76,7 @@ def lr_at(step: int, args) -> float:
     return args.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
-RUN_DEFINING = ("steps", "batch", "lr", "warmup", "ema", "p_uncond", "resolution", "seed", "precision")
+RUN_DEFINING = ("steps", "batch", "lr", "warmup", "ema", "p_uncond", "resolution", "seed", "precision", "init")
 
 
 def check_resumable(saved: dict, now: dict, path: Path) -> None:
@@ -113,10 +124,17 @@ def judge_weights(path: str | Path, n: int, seed: int = 1234) -> dict:
 
 
 def train(args) -> Path | None:
+    if args.precision == "auto":
+        args.precision = "bf16" if native_bf16() else "fp32"
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     ckpt_path = Path(args.ckpt_dir) / "last.pt"
     unet = build_unet(args.resolution)
+    if args.init is not None:  # warm start: continue training earlier weights (their EMA) with a fresh optimizer
+        from vipo.toy.nets import load_unet
+
+        unet.load_state_dict(load_unet(args.init, resolution=args.resolution).state_dict())
+        print(f"initialised from {args.init}", flush=True)
     ema = copy.deepcopy(unet).requires_grad_(False)
     opt = torch.optim.AdamW(unet.parameters(), lr=args.lr, weight_decay=0.01)
     data_g, noise_g = as_generator(args.seed), as_generator(args.seed + 1)
@@ -165,8 +183,9 @@ def train(args) -> Path | None:
         return None
     config = {"resolution": args.resolution, "num_class_embeds": len(PROMPTS) + 1, "channels": [32, 64, 64]}
     minutes = (time.time() - t0) / 60
-    out = save_weights(ema, args.out, config, dtype=getattr(torch, args.dtype),
-                       steps=args.steps, seed=args.seed, precision=args.precision, train_minutes=f"{minutes:.1f}")
+    meta = {} if args.init is None else {"init": Path(args.init).name}
+    out = save_weights(ema, args.out, config, dtype=getattr(torch, args.dtype), steps=args.steps, seed=args.seed,
+                       precision=args.precision, train_minutes=f"{minutes:.1f}", **meta)
     print(f"saved EMA weights to {out} ({out.stat().st_size / 1e6:.2f} MB) after {minutes:.1f} min", flush=True)
     return out
 
