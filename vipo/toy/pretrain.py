@@ -58,6 +58,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--eval-only", action="store_true", help="only judge the weights at --out")
     p.add_argument("--init", default=None,
                    help="start from these weights (a generator safetensors file) instead of a random init")
+    p.add_argument("--distill-guidance", type=float, default=None, metavar="SCALE",
+                   help="guidance distillation: train the conditional velocity towards the --init model's "
+                        "classifier-free-guided velocity at SCALE (one network call then samples like SCALE)")
     return p.parse_args(argv)
 
 
@@ -76,7 +79,8 @@ def lr_at(step: int, args) -> float:
     return args.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
-RUN_DEFINING = ("steps", "batch", "lr", "warmup", "ema", "p_uncond", "resolution", "seed", "precision", "init")
+RUN_DEFINING = ("steps", "batch", "lr", "warmup", "ema", "p_uncond", "resolution", "seed", "precision", "init",
+                "distill_guidance")
 
 
 def check_resumable(saved: dict, now: dict, path: Path) -> None:
@@ -87,15 +91,28 @@ def check_resumable(saved: dict, now: dict, path: Path) -> None:
                          "pass a fresh --ckpt-dir or delete it")
 
 
-def flow_loss(unet, images: torch.Tensor, labels: torch.Tensor, g: torch.Generator, bf16: bool = False) -> torch.Tensor:
-    """Rectified-flow velocity loss on images [B, 3, H, W] in [0, 1] with class labels [B]."""
+def flow_loss(unet, images: torch.Tensor, labels: torch.Tensor, g: torch.Generator, bf16: bool = False,
+              teacher=None, scale: float = 1.0) -> torch.Tensor:
+    """Rectified-flow velocity loss on images [B, 3, H, W] in [0, 1] with class labels [B].
+
+    The target is ``eps - x0``, or with a ``teacher`` its guided velocity ``v_null + scale (v_cond - v_null)``
+    at the same ``x_t`` (guidance distillation; null-class rows get the teacher's unconditional velocity).
+    """
     x0 = images * 2 - 1  # [B, 3, H, W] in [-1, 1]
     eps = torch.randn(x0.shape, generator=g)
     t = torch.sigmoid(torch.randn(x0.shape[0], generator=g))  # [B] logit-normal
     xt = (1 - t.view(-1, 1, 1, 1)) * x0 + t.view(-1, 1, 1, 1) * eps
+    target = eps - x0  # [B, 3, H, W]
+    if teacher is not None:
+        with torch.no_grad():
+            null = torch.full_like(labels, NULL_CLASS)
+            both = teacher(torch.cat([xt, xt]), torch.cat([t, t]) * 1000,
+                           class_labels=torch.cat([labels, null])).sample  # [2B, 3, H, W]
+            v_cond, v_null = both.chunk(2)
+            target = v_null + scale * (v_cond - v_null)  # [B, 3, H, W]
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
         pred = unet(xt, t * 1000, class_labels=labels).sample  # [B, 3, H, W]
-    return F.mse_loss(pred.float(), eps - x0)
+    return F.mse_loss(pred.float(), target)
 
 
 @torch.no_grad()
@@ -135,6 +152,9 @@ def train(args) -> Path | None:
 
         unet.load_state_dict(load_unet(args.init, resolution=args.resolution).state_dict())
         print(f"initialised from {args.init}", flush=True)
+    if args.distill_guidance is not None and args.init is None:
+        raise SystemExit("--distill-guidance needs --init: the teacher whose guided velocity is distilled")
+    teacher = copy.deepcopy(unet).requires_grad_(False).eval() if args.distill_guidance is not None else None
     ema = copy.deepcopy(unet).requires_grad_(False)
     opt = torch.optim.AdamW(unet.parameters(), lr=args.lr, weight_decay=0.01)
     data_g, noise_g = as_generator(args.seed), as_generator(args.seed + 1)
@@ -158,7 +178,8 @@ def train(args) -> Path | None:
         labels = torch.where(drop, torch.full_like(labels, NULL_CLASS), labels)
         for group in opt.param_groups:
             group["lr"] = lr_at(step, args)
-        loss = flow_loss(unet, batch.images, labels, noise_g, bf16=args.precision == "bf16")
+        loss = flow_loss(unet, batch.images, labels, noise_g, bf16=args.precision == "bf16", teacher=teacher,
+                         scale=args.distill_guidance or 1.0)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
@@ -184,6 +205,8 @@ def train(args) -> Path | None:
     config = {"resolution": args.resolution, "num_class_embeds": len(PROMPTS) + 1, "channels": [32, 64, 64]}
     minutes = (time.time() - t0) / 60
     meta = {} if args.init is None else {"init": Path(args.init).name}
+    if args.distill_guidance is not None:
+        meta["distilled_guidance"] = args.distill_guidance
     out = save_weights(ema, args.out, config, dtype=getattr(torch, args.dtype), steps=args.steps, seed=args.seed,
                        precision=args.precision, train_minutes=f"{minutes:.1f}", **meta)
     print(f"saved EMA weights to {out} ({out.stat().st_size / 1e6:.2f} MB) after {minutes:.1f} min", flush=True)
