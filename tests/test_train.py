@@ -10,7 +10,6 @@ import torch
 import tiny  # noqa: F401  (registers tiny_test generator/backbone and nan_after reward)
 from vipo.advantage import redistribute
 from vipo.config import load
-from vipo.eval.during import FixedNoiseEval, due_iterations
 from vipo.generators import GENERATORS
 from vipo.rollout import rollout, sample_ode
 from vipo.train import run
@@ -122,12 +121,16 @@ def test_run_writes_records(tmp_path):
 
 
 def test_due_iterations_joins_period_schedule_and_end():
+    from vipo.eval.during import due_iterations  # local: dist_check.py imports this module in subprocesses
+
     assert due_iterations(0, [], 7) == {7}
     assert due_iterations(3, [], 7) == {0, 3, 6, 7}
     assert due_iterations(0, [0, 1, 2, 4, 30], 7) == {0, 1, 2, 4, 7}
 
 
 def test_eval_schedule_and_fixed_noise_samples(tmp_path):
+    from vipo.eval.during import FixedNoiseEval
+
     cfg, raw = tiny_cfg(tmp_path, "train.iterations=4", "eval.every=0", "eval.schedule=[0,2]", "eval.grid_samples=0",
                         "eval.num_samples=8", "eval.num_steps=3", "eval.micro_batch=3")
     run(cfg, raw)
