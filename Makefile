@@ -20,8 +20,8 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
-demo: setup  ## ViPO on the toy world (redness reward), ~5-10 minutes on 2 cores
-	$(PYTHON) train.py
+demo: setup  ## GRPO and ViPO side by side on the toy world (redness reward), ~3 minutes on 2 cores
+	$(PYTHON) -m vipo.demo
 
 test: setup  ## the default test run (slow tests excluded)
 	$(PYTHON) -m pytest
@@ -42,6 +42,7 @@ bench: setup  ## speed targets, reported as ratios measured in one run
 	$(PYTHON) bench/bench_train.py
 	$(PYTHON) bench/bench_toy.py
 	$(PYTHON) bench/bench_maps.py
+	$(PYTHON) bench/bench_compute.py
 
 bench-gpu: setup
 	$(PYTHON) bench/bench_gpu.py

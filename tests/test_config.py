@@ -44,11 +44,24 @@ def test_default_is_vipo_on_toy_redness():
     ("advantage.mode=scalar", "advantage.mode=scalar needs sde.logprob_reduction=sample"),
     ("train.lrr=1", "unknown key 'train.lrr'; did you mean 'lr'"),  # without the + as well
     ("+foo=1", "unknown top-level key 'foo'"),
+    ("eval.schedule=[0,-5]", "eval.schedule holds iteration counts >= 0"),
+    ("eval.micro_batch=-1", "eval.micro_batch must be >= 0"),
 ])
 def test_bad_config_names_the_key(override, needle):
     with pytest.raises(ConfigError) as e:
         load([override])
     assert needle in str(e.value)
+
+
+def test_toy_study_preset_is_the_16px_world_with_a_dense_early_schedule():
+    cfg, _ = load(["experiment=toy_study"])
+    assert cfg.generator.kwargs["resolution"] == 16 and cfg.reward.name == "redness"
+    assert (cfg.train.iterations, cfg.train.lr) == (150, 3e-5)
+    assert cfg.eval.num_samples >= 256 and cfg.eval.every == 0
+    gaps = [b - a for a, b in zip(cfg.eval.schedule, cfg.eval.schedule[1:])]
+    assert cfg.eval.schedule[0] == 0 and cfg.eval.schedule[-1] == 150 and gaps[0] < gaps[-1]
+    grpo, _ = load(["experiment=toy_study", "advantage=grpo", "train.iterations=2"])  # shortened runs keep the preset
+    assert grpo.advantage.mode == "scalar" and grpo.train.iterations == 2
 
 
 def test_cli_prints_one_line_and_exits_2(capsys):

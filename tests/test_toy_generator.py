@@ -98,11 +98,11 @@ def test_shipped_weight_files_are_small():
     assert (SHIPPED["generator"].parent / "MODEL_CARD.md").is_file()
 
 
-@pytest.mark.parametrize("resolution, shape_floor", [(32, 0.85), (16, 0.6)])
+@pytest.mark.parametrize("resolution, shape_floor", [(32, 0.85), (16, 0.85)])
 def test_shipped_generator_draws_the_prompted_objects(resolution, shape_floor):
     """Acceptance on a smaller sample, with margin: 32 ODE samples of 20 steps (guidance 1), judged.
 
-    Measured on 256 samples (MODEL_CARD.md): shape 0.977 / colour 0.996 at 32x32, lower at 16x16.
+    Measured on 256 samples (MODEL_CARD.md): shape 0.977 / colour 0.996 at 32x32, 0.992 / 0.996 at 16x16.
     """
     from vipo.eval.toy import ToyEvaluator
 
@@ -113,3 +113,24 @@ def test_shipped_generator_draws_the_prompted_objects(resolution, shape_floor):
     metrics = ToyEvaluator().evaluate(images, prompts)
     assert metrics["shape_acc"] >= shape_floor, metrics
     assert metrics["colour_acc"] >= 0.9, metrics
+
+
+def test_distillation_target_is_the_teachers_guided_velocity():
+    from vipo.toy.pretrain import flow_loss
+
+    torch.manual_seed(0)
+    unet = build_unet(16).eval()
+    images, labels = torch.rand(4, 3, 16, 16), torch.tensor([0, 5, NULL_CLASS, 3])  # one null-prompt row
+    same = lambda: torch.Generator().manual_seed(7)  # noqa: E731 (the same eps and t in every call)
+    assert flow_loss(unet, images, labels, same(), teacher=unet, scale=1.0).item() < 1e-12  # student == teacher
+    g = same()
+    x0 = images * 2 - 1
+    eps = torch.randn(x0.shape, generator=g)
+    t = torch.sigmoid(torch.randn(4, generator=g))  # [4]
+    xt = (1 - t.view(-1, 1, 1, 1)) * x0 + t.view(-1, 1, 1, 1) * eps
+    with torch.no_grad():
+        v_cond = unet(xt, t * 1000, class_labels=labels).sample  # [4, 3, 16, 16]
+        v_null = unet(xt, t * 1000, class_labels=torch.full_like(labels, NULL_CLASS)).sample
+    expected = (v_cond - v_null).square().mean()  # target v_null + 2 (v_cond - v_null) is v_cond + (v_cond - v_null)
+    got = flow_loss(unet, images, labels, same(), teacher=unet, scale=2.0)
+    assert expected > 1e-4 and torch.allclose(got, expected, rtol=1e-4)

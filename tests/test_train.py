@@ -10,6 +10,7 @@ import torch
 import tiny  # noqa: F401  (registers tiny_test generator/backbone and nan_after reward)
 from vipo.advantage import redistribute
 from vipo.config import load
+from vipo.generators import GENERATORS
 from vipo.rollout import rollout, sample_ode
 from vipo.train import run
 from vipo.update import NonFiniteError, select_timesteps, update
@@ -117,6 +118,29 @@ def test_run_writes_records(tmp_path):
     assert summary["eval/reward"] == rows[-1]["eval/reward"]
     assert torch.load(d / "checkpoints/last.pt", weights_only=False)["iteration"] == 2
     assert (d / "config.yaml").exists() and list((d / "images").glob("maps_*.png"))
+
+
+def test_due_iterations_joins_period_schedule_and_end():
+    from vipo.eval.during import due_iterations  # local: dist_check.py imports this module in subprocesses
+
+    assert due_iterations(0, [], 7) == {7}
+    assert due_iterations(3, [], 7) == {0, 3, 6, 7}
+    assert due_iterations(0, [0, 1, 2, 4, 30], 7) == {0, 1, 2, 4, 7}
+
+
+def test_eval_schedule_and_fixed_noise_samples(tmp_path):
+    from vipo.eval.during import FixedNoiseEval
+
+    cfg, raw = tiny_cfg(tmp_path, "train.iterations=4", "eval.every=0", "eval.schedule=[0,2]", "eval.grid_samples=0",
+                        "eval.num_samples=8", "eval.num_steps=3", "eval.micro_batch=3")
+    run(cfg, raw)
+    rows = [json.loads(line) for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["iteration"] for r in rows if "eval/reward" in r] == [-1, 1, 3]
+    # the cached prompts, encodings and noise give what a fresh sample_ode from the eval seed gives
+    gen = GENERATORS.build("tiny_test")
+    fixed = FixedNoiseEval(gen, tiny.PROMPTS, 8, 3, 1234, micro_batch=3)
+    fresh = sample_ode(gen, fixed.prompts, 3, torch.Generator().manual_seed(1234), micro_batch=8)
+    assert torch.allclose(fixed.images(), gen.decode(fresh), atol=1e-5) and torch.equal(fixed.images(), fixed.images())
 
 
 def test_run_refuses_to_overwrite(tmp_path):

@@ -87,6 +87,8 @@ class TrainConfig:
 @dataclass
 class EvalConfig:
     every: int = 10  # iterations between evaluations (0 = only at the end)
+    schedule: list = field(default_factory=list)  # also evaluate after these iteration counts (0 = before training)
+    micro_batch: int = 0  # ODE samples per forward pass; 0 = max(train.micro_batch, 16)
     num_samples: int = 64  # ODE samples per evaluation
     num_steps: int = 20  # ODE steps for evaluation
     seed: int = 1234  # fixed noise for evaluation samples
@@ -281,6 +283,11 @@ def _check_choices(cfg: Config) -> None:
     for where, value in positive.items():
         if value < 1:
             raise ConfigError(f"config error: {where} must be >= 1, got {value}")
+    bad = [n for n in cfg.eval.schedule if not isinstance(n, int) or isinstance(n, bool) or n < 0]
+    if bad:  # counts past train.iterations are allowed (a shortened run keeps its preset) and never reached
+        raise ConfigError(f"config error: eval.schedule holds iteration counts >= 0 (0 = before training), got {bad}")
+    if cfg.eval.micro_batch < 0:
+        raise ConfigError(f"config error: eval.micro_batch must be >= 0 (0 = automatic), got {cfg.eval.micro_batch}")
     if t.group_size < 2:
         raise ConfigError(f"config error: train.group_size must be >= 2 for group statistics, got {t.group_size}")
     if not 0.0 < t.timestep_fraction <= 1.0:

@@ -84,10 +84,11 @@ def rollout(generator: Generator, prompts: Sequence[str], group_size: int, sigma
 
 @torch.no_grad()
 def sample_ode(generator: Generator, prompts: Sequence[str], num_steps: int, gen: torch.Generator | None,
-               micro_batch: int = 64, noise: torch.Tensor | None = None) -> torch.Tensor:
+               micro_batch: int = 64, noise: torch.Tensor | None = None, cond: Cond | None = None) -> torch.Tensor:
     """Deterministic Euler sampling (noise level 0) -> final latents [N, C, (F), H, W].
 
-    The start latents are ``noise`` [N, C, (F), H, W] when given (``gen`` is then unused), else drawn from ``gen``.
+    The start latents are ``noise`` [N, C, (F), H, W] when given (``gen`` is then unused), else drawn from ``gen``;
+    ``cond`` is ``generator.encode_prompts(prompts)`` when given (reused across calls), else computed here.
     """
     device = next(generator.parameters()).device
     sigmas = generator.sigmas(num_steps)
@@ -97,7 +98,7 @@ def sample_ode(generator: Generator, prompts: Sequence[str], num_steps: int, gen
         raise ValueError(f"sample_ode: noise has shape {tuple(noise.shape)}, expected "
                          f"{(len(prompts), *generator.latent_shape())}")
     x = noise.to(device)
-    cond = generator.encode_prompts(list(prompts))
+    cond = generator.encode_prompts(list(prompts)) if cond is None else cond
     outs = []
     for start in range(0, len(prompts), micro_batch):
         sl = slice(start, start + micro_batch)

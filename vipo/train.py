@@ -8,7 +8,6 @@ checkpoint repeats exactly what the uninterrupted run would have done.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import math
@@ -25,13 +24,14 @@ from vipo.advantage import redistribute, zero_std_fraction
 from vipo.config import Config
 from vipo.ema import EMA
 from vipo.eval import EVALUATORS
+from vipo.eval.during import FixedNoiseEval, due_iterations
 from vipo.generators import GENERATORS
 from vipo.images import save_image_grid, save_map_grid
 from vipo.loggers import LOGGERS
 from vipo.maps import make_maps, map_capture
 from vipo.prompts import load_prompts
 from vipo.records import append_jsonl, atomic_torch_save, atomic_write_json, atomic_write_text, read_jsonl, truncate_jsonl
-from vipo.rollout import rollout, sample_ode
+from vipo.rollout import rollout
 from vipo.update import NonFiniteError, select_timesteps, update
 
 CHECKPOINT = "checkpoints/last.pt"
@@ -120,6 +120,7 @@ class Trainer:
         needs_backbone = cfg.advantage.mode != "scalar" and cfg.psm.source == "backbone"
         self.backbone = build_on(BACKBONES, cfg.backbone, self.device) if needs_backbone else None
         self.evaluators = {m: EVALUATORS.build(m, reward=self.reward) for m in cfg.eval.metrics}
+        self.fixed_eval: Optional[FixedNoiseEval] = None
         self.prompts = load_prompts(cfg.train.prompts)
         self.named = {n: p for n, p in self.generator.named_parameters() if p.requires_grad}
         if not self.named:
@@ -283,16 +284,13 @@ class Trainer:
         e = self.cfg.eval
         if not self.evaluators or not (dist.is_main() or self.fsdp):  # sharded: every rank must run the network
             return {}
-        prompts = [self.prompts[i % len(self.prompts)] for i in range(e.num_samples)]
-        self.generator.eval()
-        ctx = self.ema.swapped() if self.ema else contextlib.nullcontext()
-        with ctx:
-            lat = sample_ode(self.generator, prompts, e.num_steps, torch.Generator().manual_seed(e.seed),
-                             micro_batch=max(self.cfg.train.micro_batch, 16))
-            images = decode(self.generator, lat, self.cfg.train.micro_batch)
+        if self.fixed_eval is None:  # prompts, encodings and start noise: built once, reused by every evaluation
+            self.fixed_eval = FixedNoiseEval(self.generator, self.prompts, e.num_samples, e.num_steps, e.seed,
+                                             e.micro_batch or max(self.cfg.train.micro_batch, 16))
+        images = self.fixed_eval.images(self.ema.swapped() if self.ema else None)  # [N, 3, (F), H, W]
         if not dist.is_main():
             return {}
-        out = {}
+        out, prompts = {}, self.fixed_eval.prompts
         for name, ev in self.evaluators.items():
             out.update({f"eval/{k}": float(v) for k, v in ev(images, prompts).items()})
         if e.grid_samples > 0:
@@ -309,7 +307,8 @@ class Trainer:
         if dist.is_main():
             print(f"[vipo] run folder: {self.run_dir}  ({cfg.generator.name}, reward={cfg.reward.name}, "
                   f"advantage={cfg.advantage.mode}, map={cfg.psm.source}:{cfg.backbone.name})", flush=True)
-        if self.start == 0 and cfg.eval.every > 0:
+        due = due_iterations(cfg.eval.every, cfg.eval.schedule, t.iterations)
+        if self.start == 0 and 0 in due:
             baseline = self.evaluate(-1)
             if dist.is_main():
                 append_jsonl(self.metrics_path, {"iteration": -1, **baseline})
@@ -317,7 +316,7 @@ class Trainer:
         for it in range(self.start, t.iterations):
             record, images, maps = self.iteration(it)
             final = it == t.iterations - 1
-            evaluated = final or (cfg.eval.every > 0 and (it + 1) % cfg.eval.every == 0)
+            evaluated = (it + 1) in due
             if evaluated:
                 last_eval = self.evaluate(it)
                 record.update(last_eval)

@@ -45,8 +45,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--resolution", type=int, default=32, help="image side in pixels")
     p.add_argument("--seed", type=int, default=0, help="seed of init, data and noise")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
-    p.add_argument("--precision", default="bf16", choices=["bf16", "fp32"],
-                   help="autocast of the forward pass (bf16: ~2x faster on CPUs with AMX / AVX512-BF16)")
+    p.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"],
+                   help="autocast of the forward pass (bf16: ~2x faster on CPUs with AMX / AVX512-BF16, ~20x "
+                        "slower on AVX2-only CPUs); auto: bf16 where the CPU has native bf16, else fp32")
     p.add_argument("--out", default=str(SHIPPED["generator"]), help="EMA weights (safetensors)")
     p.add_argument("--dtype", default="float16", choices=["float16", "float32"], help="dtype of saved weights")
     p.add_argument("--ckpt-dir", default="outputs/toy_pretrain", help="resumable checkpoints")
@@ -55,7 +56,20 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--log-every", type=int, default=50, help="steps between progress lines")
     p.add_argument("--eval-samples", type=int, default=256, help="ODE samples judged at the end (0: skip)")
     p.add_argument("--eval-only", action="store_true", help="only judge the weights at --out")
+    p.add_argument("--init", default=None,
+                   help="start from these weights (a generator safetensors file) instead of a random init")
+    p.add_argument("--distill-guidance", type=float, default=None, metavar="SCALE",
+                   help="guidance distillation: train the conditional velocity towards the --init model's "
+                        "classifier-free-guided velocity at SCALE (one network call then samples like SCALE)")
     return p.parse_args(argv)
+
+
+def native_bf16() -> bool:
+    """Does this CPU compute bf16 natively (AVX512-BF16 / AMX)? Without it bf16 autocast is emulated and slow."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
 
 
 def lr_at(step: int, args) -> float:
@@ -65,7 +79,8 @@ def lr_at(step: int, args) -> float:
     return args.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
-RUN_DEFINING = ("steps", "batch", "lr", "warmup", "ema", "p_uncond", "resolution", "seed", "precision")
+RUN_DEFINING = ("steps", "batch", "lr", "warmup", "ema", "p_uncond", "resolution", "seed", "precision", "init",
+                "distill_guidance")
 
 
 def check_resumable(saved: dict, now: dict, path: Path) -> None:
@@ -76,15 +91,28 @@ def check_resumable(saved: dict, now: dict, path: Path) -> None:
                          "pass a fresh --ckpt-dir or delete it")
 
 
-def flow_loss(unet, images: torch.Tensor, labels: torch.Tensor, g: torch.Generator, bf16: bool = False) -> torch.Tensor:
-    """Rectified-flow velocity loss on images [B, 3, H, W] in [0, 1] with class labels [B]."""
+def flow_loss(unet, images: torch.Tensor, labels: torch.Tensor, g: torch.Generator, bf16: bool = False,
+              teacher=None, scale: float = 1.0) -> torch.Tensor:
+    """Rectified-flow velocity loss on images [B, 3, H, W] in [0, 1] with class labels [B].
+
+    The target is ``eps - x0``, or with a ``teacher`` its guided velocity ``v_null + scale (v_cond - v_null)``
+    at the same ``x_t`` (guidance distillation; null-class rows get the teacher's unconditional velocity).
+    """
     x0 = images * 2 - 1  # [B, 3, H, W] in [-1, 1]
     eps = torch.randn(x0.shape, generator=g)
     t = torch.sigmoid(torch.randn(x0.shape[0], generator=g))  # [B] logit-normal
     xt = (1 - t.view(-1, 1, 1, 1)) * x0 + t.view(-1, 1, 1, 1) * eps
+    target = eps - x0  # [B, 3, H, W]
+    if teacher is not None:
+        with torch.no_grad():
+            null = torch.full_like(labels, NULL_CLASS)
+            both = teacher(torch.cat([xt, xt]), torch.cat([t, t]) * 1000,
+                           class_labels=torch.cat([labels, null])).sample  # [2B, 3, H, W]
+            v_cond, v_null = both.chunk(2)
+            target = v_null + scale * (v_cond - v_null)  # [B, 3, H, W]
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
         pred = unet(xt, t * 1000, class_labels=labels).sample  # [B, 3, H, W]
-    return F.mse_loss(pred.float(), eps - x0)
+    return F.mse_loss(pred.float(), target)
 
 
 @torch.no_grad()
@@ -113,10 +141,20 @@ def judge_weights(path: str | Path, n: int, seed: int = 1234) -> dict:
 
 
 def train(args) -> Path | None:
+    if args.precision == "auto":
+        args.precision = "bf16" if native_bf16() else "fp32"
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     ckpt_path = Path(args.ckpt_dir) / "last.pt"
     unet = build_unet(args.resolution)
+    if args.init is not None:  # warm start: continue training earlier weights (their EMA) with a fresh optimizer
+        from vipo.toy.nets import load_unet
+
+        unet.load_state_dict(load_unet(args.init, resolution=args.resolution).state_dict())
+        print(f"initialised from {args.init}", flush=True)
+    if args.distill_guidance is not None and args.init is None:
+        raise SystemExit("--distill-guidance needs --init: the teacher whose guided velocity is distilled")
+    teacher = copy.deepcopy(unet).requires_grad_(False).eval() if args.distill_guidance is not None else None
     ema = copy.deepcopy(unet).requires_grad_(False)
     opt = torch.optim.AdamW(unet.parameters(), lr=args.lr, weight_decay=0.01)
     data_g, noise_g = as_generator(args.seed), as_generator(args.seed + 1)
@@ -140,7 +178,8 @@ def train(args) -> Path | None:
         labels = torch.where(drop, torch.full_like(labels, NULL_CLASS), labels)
         for group in opt.param_groups:
             group["lr"] = lr_at(step, args)
-        loss = flow_loss(unet, batch.images, labels, noise_g, bf16=args.precision == "bf16")
+        loss = flow_loss(unet, batch.images, labels, noise_g, bf16=args.precision == "bf16", teacher=teacher,
+                         scale=args.distill_guidance or 1.0)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
@@ -165,8 +204,11 @@ def train(args) -> Path | None:
         return None
     config = {"resolution": args.resolution, "num_class_embeds": len(PROMPTS) + 1, "channels": [32, 64, 64]}
     minutes = (time.time() - t0) / 60
-    out = save_weights(ema, args.out, config, dtype=getattr(torch, args.dtype),
-                       steps=args.steps, seed=args.seed, precision=args.precision, train_minutes=f"{minutes:.1f}")
+    meta = {} if args.init is None else {"init": Path(args.init).name}
+    if args.distill_guidance is not None:
+        meta["distilled_guidance"] = args.distill_guidance
+    out = save_weights(ema, args.out, config, dtype=getattr(torch, args.dtype), steps=args.steps, seed=args.seed,
+                       precision=args.precision, train_minutes=f"{minutes:.1f}", **meta)
     print(f"saved EMA weights to {out} ({out.stat().st_size / 1e6:.2f} MB) after {minutes:.1f} min", flush=True)
     return out
 
