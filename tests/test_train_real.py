@@ -1,5 +1,5 @@
-"""One full trainer iteration on tiny random FLUX, SD3.5, Wan2.1 and Wan2.2 (two experts; TI2V-5B layout)
-generators with the redness reward, through the same config path as `python train.py`."""
+"""One full trainer iteration on tiny random FLUX, SD3.5, Wan2.1, Wan2.2 (two experts; TI2V-5B layout) and
+Qwen-Image generators with the redness reward, through the same config path as `python train.py`."""
 
 import json
 
@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import tiny  # noqa: F401  (tiny_test backbone)
+import tiny_dit_models
 import tiny_models
 from vipo.config import load
 from vipo.generators import GENERATORS
@@ -14,7 +15,7 @@ from vipo.train import run
 
 for _name, _fn in [("tiny_flux", tiny_models.tiny_flux), ("tiny_sd3", tiny_models.tiny_sd3),
                    ("tiny_wan", tiny_models.tiny_wan), ("tiny_wan22", tiny_models.tiny_wan22),
-                   ("tiny_wan22_5b", tiny_models.tiny_wan22_5b)]:
+                   ("tiny_wan22_5b", tiny_models.tiny_wan22_5b), ("tiny_qwen_image", tiny_dit_models.tiny_qwen_image)]:
     if _name not in GENERATORS:
         GENERATORS.register(_name)(_fn)
 
@@ -32,7 +33,7 @@ def tiny_run(tmp_path, generator: str, *extra: str):
 
 @pytest.mark.parametrize("generator,backbone", [("tiny_flux", "efficientnet"), ("tiny_sd3", "tiny_test"),
                                                 ("tiny_wan", "tiny_test"), ("tiny_wan22", "tiny_test"),
-                                                ("tiny_wan22_5b", "tiny_test")])
+                                                ("tiny_wan22_5b", "tiny_test"), ("tiny_qwen_image", "tiny_test")])
 def test_one_trainer_iteration(tmp_path, generator, backbone):
     cfg, raw = tiny_run(tmp_path, generator, f"backbone={backbone}" if backbone != "tiny_test" else
                         "backbone.name=tiny_test")

@@ -138,13 +138,15 @@ def cfg_combine(
     uncond: Tensors,
     scale: float,
     no_grad_uncond: bool,
+    renorm: bool = False,
 ) -> torch.Tensor:
     """Classifier-free guidance ``v_u + scale (v_c - v_u)``.
 
     ``forward(x, cond)`` runs the model on a batch. Scale <= 1 skips the unconditional branch
     (scale 1 is the conditional velocity). ``no_grad_uncond`` runs that branch without autograd
     (the official ViPO Wan script does this to save memory); otherwise both branches share one
-    batched forward pass.
+    batched forward pass. ``renorm`` (Qwen-Image) rescales the guided output to the conditional one's norm
+    over the last dimension (the channels of each packed token).
     """
     if scale <= 1.0:
         return forward(x, cond)
@@ -155,7 +157,10 @@ def cfg_combine(
     else:
         both = {k: torch.cat([uncond[k], cond[k]]) for k in cond}  # [2B, ...]
         v_u, v_c = forward(torch.cat([x, x]), both).chunk(2)  # [B, ...] each
-    return v_u + scale * (v_c - v_u)
+    v = v_u + scale * (v_c - v_u)  # [B, ...]
+    if renorm:
+        v = v * (v_c.norm(dim=-1, keepdim=True) / v.norm(dim=-1, keepdim=True))  # [B, ..., D]
+    return v
 
 
 def scheduler_sigmas(config: Dict, num_steps: int, mu: Optional[float] = None) -> torch.Tensor:

@@ -21,6 +21,11 @@ SD3_LORA_TARGETS = (  # the Flow-GRPO SD3.5 list (scripts/train_sd3.py)
     "attn.to_q", "attn.to_k", "attn.to_v", "attn.to_out.0",
     "attn.add_q_proj", "attn.add_k_proj", "attn.add_v_proj", "attn.to_add_out",
 )
+QWEN_IMAGE_LORA_TARGETS = (  # joint attention of both streams and both streams' MLPs (every dual-stream block)
+    "attn.to_q", "attn.to_k", "attn.to_v", "attn.to_out.0",
+    "attn.add_q_proj", "attn.add_k_proj", "attn.add_v_proj", "attn.to_add_out",
+    "img_mlp.net.0.proj", "img_mlp.net.2", "txt_mlp.net.0.proj", "txt_mlp.net.2",
+)
 WAN_LORA_TARGETS = (  # self-attention (attn1) and text cross-attention (attn2) of every block
     "attn1.to_q", "attn1.to_k", "attn1.to_v", "attn1.to_out.0",
     "attn2.to_q", "attn2.to_k", "attn2.to_v", "attn2.to_out.0",

@@ -1,0 +1,79 @@
+"""Tiny randomly initialised Qwen-Image / FLUX.2 / Z-Image generators for tests (no downloads).
+
+Configs follow diffusers' own pipeline tests (tests/pipelines/qwenimage, flux2, z_image); tokenizers are
+in-process word-level ones over the vocabulary of ``tiny_models``.
+
+    tiny_qwen_image()             a ready Generator (LoRA rank 4 unless overridden)
+    tiny_qwen_image_components()  the raw components (dict) for pipelines / from_components
+"""
+
+from __future__ import annotations
+
+from typing import Dict
+
+import torch
+
+from tiny_models import SPECIALS, WORDS
+
+CHAT_TOKENS = ["<|im_start|>", "<|im_end|>"]
+QWEN_TEXT_LEN = 16  # text tokens after the template
+
+
+def chat_tokenizer(model_max_length: int = 2048):
+    """Word-level tokenizer for chat templates: words, punctuation and newlines are tokens (so Qwen-Image's
+    template system part is 34 tokens, as with the real Qwen2 tokenizer), the chat markers are special
+    tokens, and nothing is added around the text."""
+    from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {w: i for i, w in enumerate(SPECIALS + WORDS + ["\n", ",", ":"])}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.normalizer = normalizers.Lowercase()
+    tok.pre_tokenizer = pre_tokenizers.Split(Regex(r"\w+|[^\w\s]+|\n"), behavior="removed", invert=True)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", unk_token="<unk>",
+                                   model_max_length=model_max_length)
+    fast.add_special_tokens({"additional_special_tokens": CHAT_TOKENS})
+    return fast
+
+
+CHAT_VOCAB = len(SPECIALS) + len(WORDS) + 3 + len(CHAT_TOKENS)
+
+
+# ----------------------------------------------------------------------------- Qwen-Image
+def tiny_qwen_image_components(seed: int = 0) -> Dict[str, object]:
+    from diffusers import AutoencoderKLQwenImage, FlowMatchEulerDiscreteScheduler, QwenImageTransformer2DModel
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+    from vipo.generators.qwen_image import SCHEDULER_CONFIG
+
+    torch.manual_seed(seed)
+    transformer = QwenImageTransformer2DModel(patch_size=2, in_channels=64, out_channels=16, num_layers=2,
+                                              attention_head_dim=16, num_attention_heads=2, joint_attention_dim=16,
+                                              guidance_embeds=False, axes_dims_rope=(8, 4, 4))
+    torch.manual_seed(seed + 1)
+    vae = AutoencoderKLQwenImage(base_dim=8, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
+                                 temperal_downsample=[False, True, True],
+                                 latents_mean=[0.1 * i - 0.8 for i in range(16)],
+                                 latents_std=[1.0 + 0.2 * i for i in range(16)]).eval()
+    torch.manual_seed(seed + 2)
+    config = Qwen2_5_VLConfig(
+        text_config={"hidden_size": 16, "intermediate_size": 16, "num_hidden_layers": 2, "num_attention_heads": 2,
+                     "num_key_value_heads": 2, "vocab_size": CHAT_VOCAB, "rope_theta": 1000000.0,
+                     "bos_token_id": None, "eos_token_id": None, "pad_token_id": 0,
+                     "rope_scaling": {"mrope_section": [1, 1, 2], "rope_type": "default", "type": "default"}},
+        vision_config={"depth": 2, "hidden_size": 16, "intermediate_size": 16, "num_heads": 2, "out_hidden_size": 16},
+        hidden_size=16, vocab_size=CHAT_VOCAB, bos_token_id=None, eos_token_id=None, vision_end_token_id=151653,
+        vision_start_token_id=151652, vision_token_id=151654)
+    text_encoder = Qwen2_5_VLForConditionalGeneration(config).eval()
+    return dict(transformer=transformer, vae=vae, scheduler=FlowMatchEulerDiscreteScheduler(**SCHEDULER_CONFIG),
+                text_encoder=text_encoder, tokenizer=chat_tokenizer())
+
+
+def tiny_qwen_image(seed: int = 0, **options):
+    from vipo.generators.qwen_image import QwenImageGenerator
+
+    c = tiny_qwen_image_components(seed)
+    opts = dict(height=128, width=128, max_sequence_length=QWEN_TEXT_LEN, lora_rank=4, guidance_scale=4.0)
+    opts.update(options)
+    return QwenImageGenerator.from_components(c["transformer"], c["vae"], [c["text_encoder"]], [c["tokenizer"]],
+                                              **opts)
