@@ -77,3 +77,53 @@ def tiny_qwen_image(seed: int = 0, **options):
     opts.update(options)
     return QwenImageGenerator.from_components(c["transformer"], c["vae"], [c["text_encoder"]], [c["tokenizer"]],
                                               **opts)
+
+
+# ----------------------------------------------------------------------------- FLUX.2
+CHAT_TEMPLATE = ("{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\n' }}{% for c in m['content'] %}"
+                 "{{ c['text'] }}{% endfor %}{{ '<|im_end|>\n' }}{% endfor %}")
+FLUX2_TEXT_LEN = 48  # chat-template tokens: the system message is truncated inside this window
+FLUX2_LAYERS = (1, 2)  # text-encoder hidden states stacked into the prompt embedding
+
+
+def tiny_flux2_components(seed: int = 0) -> Dict[str, object]:
+    from diffusers import AutoencoderKLFlux2, FlowMatchEulerDiscreteScheduler, Flux2Transformer2DModel
+    from transformers import Mistral3Config, Mistral3ForConditionalGeneration
+
+    from vipo.generators.flux2 import SCHEDULER_CONFIG
+
+    torch.manual_seed(seed)
+    transformer = Flux2Transformer2DModel(patch_size=1, in_channels=16, num_layers=1, num_single_layers=1,
+                                          attention_head_dim=16, num_attention_heads=2, joint_attention_dim=32,
+                                          timestep_guidance_channels=256, axes_dims_rope=[4, 4, 4, 4])
+    torch.manual_seed(seed + 1)
+    text = {"model_type": "mistral", "vocab_size": CHAT_VOCAB, "hidden_size": 16, "intermediate_size": 37,
+            "max_position_embeddings": 512, "num_attention_heads": 4, "num_hidden_layers": 2,
+            "num_key_value_heads": 2, "rms_norm_eps": 1e-05, "rope_theta": 1000000000.0, "sliding_window": None,
+            "bos_token_id": 2, "eos_token_id": 3, "pad_token_id": 0}
+    vision = {"model_type": "pixtral", "hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 4,
+              "intermediate_size": 37, "image_size": 30, "patch_size": 6, "num_channels": 3}
+    config = Mistral3Config(text_config=text, vision_config=vision, bos_token_id=2, eos_token_id=3, pad_token_id=0,
+                            image_seq_length=4, vision_feature_layer=-1, image_token_index=1)
+    text_encoder = Mistral3ForConditionalGeneration(config).eval()
+    torch.manual_seed(seed + 2)
+    vae = AutoencoderKLFlux2(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 4,
+                             up_block_types=("UpDecoderBlock2D",) * 4, block_out_channels=(8, 8, 8, 8),
+                             layers_per_block=1, latent_channels=4, norm_num_groups=4, use_quant_conv=False,
+                             use_post_quant_conv=False).eval()
+    vae.bn.running_mean.copy_(torch.linspace(-0.5, 0.5, 16))  # non-trivial statistics, so decode must apply them
+    vae.bn.running_var.copy_(torch.linspace(0.5, 2.0, 16))
+    tokenizer = chat_tokenizer()
+    tokenizer.chat_template = CHAT_TEMPLATE
+    return dict(transformer=transformer, vae=vae, scheduler=FlowMatchEulerDiscreteScheduler(**SCHEDULER_CONFIG),
+                text_encoder=text_encoder, tokenizer=tokenizer)
+
+
+def tiny_flux2(seed: int = 0, **options):
+    from vipo.generators.flux2 import Flux2Generator
+
+    c = tiny_flux2_components(seed)
+    opts = dict(height=128, width=128, max_sequence_length=FLUX2_TEXT_LEN, text_encoder_layers=FLUX2_LAYERS,
+                lora_rank=4)
+    opts.update(options)
+    return Flux2Generator.from_components(c["transformer"], c["vae"], [c["text_encoder"]], [c["tokenizer"]], **opts)

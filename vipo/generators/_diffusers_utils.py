@@ -206,6 +206,20 @@ def module_device(module: nn.Module) -> torch.device:
     return next(module.parameters()).device
 
 
+# ----------------------------------------------------------------------------- maps
+class Packed2x2Maps:
+    """``pack_map`` for models whose transformer sees 2x2-packed tokens of the unpacked latents (FLUX.1,
+    FLUX.2, Qwen-Image): a map on the latent grid [B, H, W] -> per token [B, (H/2)(W/2), 4], slot 2 dy + dx,
+    the same token and slot as the latents' values at that position."""
+
+    def pack_map(self, maps: torch.Tensor) -> torch.Tensor:
+        from vipo.psm import pack_2x2
+
+        if maps.ndim != 3:
+            raise ValueError(f"pack_map takes maps [B, H/8, W/8], got {list(maps.shape)}")
+        return pack_2x2(maps.unsqueeze(1))  # [B, HW/4, 4]
+
+
 # ----------------------------------------------------------------------------- common base
 class DiffusersGenerator:
     """Mixin with what the diffusers adapters share: getting the components (loaded or given), frozen

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from vipo.generators._diffusers_utils import (
-    DiffusersGenerator, clip_max_length, load_parts, to_unit_range, tokenize,
+    DiffusersGenerator, Packed2x2Maps, clip_max_length, load_parts, to_unit_range, tokenize,
 )
 from vipo.generators.base import Cond, Generator
 from vipo.generators.lora import FLUX_LORA_TARGETS
@@ -38,7 +38,7 @@ def image_ids(h2: int, w2: int, device=None, dtype=torch.float32) -> torch.Tenso
     return ids.reshape(h2 * w2, 3)
 
 
-class FluxGenerator(DiffusersGenerator, Generator):
+class FluxGenerator(Packed2x2Maps, DiffusersGenerator, Generator):
     """FLUX.1 text-to-image. Build with ``FluxGenerator("black-forest-labs/FLUX.1-dev", ...)`` or
     ``FluxGenerator.from_components(transformer=..., vae=..., text_encoders=[clip, t5],
     tokenizers=[clip_tok, t5_tok])``."""
@@ -141,11 +141,3 @@ class FluxGenerator(DiffusersGenerator, Generator):
             return sigma_schedule(num_steps, self.shift)
         c, h, w = self.latent_shape()
         return flux_sigma_schedule(num_steps, image_seq_len=(h // 2) * (w // 2))
-
-    # ------------------------------------------------------------------ maps
-    def pack_map(self, maps: torch.Tensor) -> torch.Tensor:
-        """Per-position maps on the unpacked grid [B, H/8, W/8] -> per-token [B, (H/16)(W/16), 4],
-        the same 2x2 packing as the latents (token t, slot 2*dy + dx)."""
-        if maps.ndim != 3:
-            raise ValueError(f"pack_map takes maps [B, H/8, W/8], got {list(maps.shape)}")
-        return pack_2x2(maps.unsqueeze(1))  # [B, HW/4, 4]

@@ -17,6 +17,9 @@ from torch import nn
 FLUX_LORA_TARGETS = (  # double-stream blocks: image + text projections; single blocks: to_q/k/v
     "to_q", "to_k", "to_v", "to_out.0", "add_q_proj", "add_k_proj", "add_v_proj", "to_add_out",
 )
+FLUX2_LORA_TARGETS = (  # double-stream attention of both streams; single blocks' fused qkv + MLP input projection
+    "to_q", "to_k", "to_v", "to_out.0", "add_q_proj", "add_k_proj", "add_v_proj", "to_add_out", "to_qkv_mlp_proj",
+)
 SD3_LORA_TARGETS = (  # the Flow-GRPO SD3.5 list (scripts/train_sd3.py)
     "attn.to_q", "attn.to_k", "attn.to_v", "attn.to_out.0",
     "attn.add_q_proj", "attn.add_k_proj", "attn.add_v_proj", "attn.to_add_out",

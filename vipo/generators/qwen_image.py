@@ -25,7 +25,8 @@ import torch
 from torch import nn
 
 from vipo.generators._diffusers_utils import (
-    DiffusersGenerator, calculate_shift, cfg_combine, denormalize, load_parts, scheduler_sigmas, to_unit_range,
+    DiffusersGenerator, Packed2x2Maps, calculate_shift, cfg_combine, denormalize, load_parts, scheduler_sigmas,
+    to_unit_range,
 )
 from vipo.generators.base import Cond, Generator
 from vipo.generators.lora import QWEN_IMAGE_LORA_TARGETS
@@ -44,7 +45,7 @@ SCHEDULER_CONFIG = dict(base_image_seq_len=256, base_shift=0.5, max_image_seq_le
                         use_dynamic_shifting=True)
 
 
-class QwenImageGenerator(DiffusersGenerator, Generator):
+class QwenImageGenerator(Packed2x2Maps, DiffusersGenerator, Generator):
     """Qwen-Image text-to-image. Build with ``QwenImageGenerator("Qwen/Qwen-Image", ...)`` or
     ``QwenImageGenerator.from_components(transformer=..., vae=..., text_encoders=[qwen2_5_vl], tokenizers=[tok])``."""
 
@@ -159,10 +160,3 @@ class QwenImageGenerator(DiffusersGenerator, Generator):
         _, h, w = self.latent_shape()
         mu = calculate_shift((h // 2) * (w // 2), self.scheduler_config)
         return scheduler_sigmas(self.scheduler_config, num_steps, mu)
-
-    # ------------------------------------------------------------------ maps
-    def pack_map(self, maps: torch.Tensor) -> torch.Tensor:
-        """Maps on the unpacked grid [B, H/8, W/8] -> per token [B, (H/16)(W/16), 4], packed like the latents."""
-        if maps.ndim != 3:
-            raise ValueError(f"pack_map takes maps [B, H/8, W/8], got {list(maps.shape)}")
-        return pack_2x2(maps.unsqueeze(1))  # [B, HW/4, 4]
