@@ -1,5 +1,5 @@
 """One full trainer iteration on tiny random FLUX, SD3.5, Wan2.1, Wan2.2 (two experts; TI2V-5B layout) and
-Qwen-Image and FLUX.2 generators with the redness reward, through the same config path as `python train.py`."""
+Qwen-Image, FLUX.2 and Z-Image generators with the redness reward, through the same config path as `python train.py`."""
 
 import json
 
@@ -16,7 +16,7 @@ from vipo.train import run
 for _name, _fn in [("tiny_flux", tiny_models.tiny_flux), ("tiny_sd3", tiny_models.tiny_sd3),
                    ("tiny_wan", tiny_models.tiny_wan), ("tiny_wan22", tiny_models.tiny_wan22),
                    ("tiny_wan22_5b", tiny_models.tiny_wan22_5b), ("tiny_qwen_image", tiny_dit_models.tiny_qwen_image),
-                   ("tiny_flux2", tiny_dit_models.tiny_flux2)]:
+                   ("tiny_flux2", tiny_dit_models.tiny_flux2), ("tiny_z_image", tiny_dit_models.tiny_z_image)]:
     if _name not in GENERATORS:
         GENERATORS.register(_name)(_fn)
 
@@ -35,7 +35,7 @@ def tiny_run(tmp_path, generator: str, *extra: str):
 @pytest.mark.parametrize("generator,backbone", [("tiny_flux", "efficientnet"), ("tiny_sd3", "tiny_test"),
                                                 ("tiny_wan", "tiny_test"), ("tiny_wan22", "tiny_test"),
                                                 ("tiny_wan22_5b", "tiny_test"), ("tiny_qwen_image", "tiny_test"),
-                                                ("tiny_flux2", "tiny_test")])
+                                                ("tiny_flux2", "tiny_test"), ("tiny_z_image", "tiny_test")])
 def test_one_trainer_iteration(tmp_path, generator, backbone):
     cfg, raw = tiny_run(tmp_path, generator, f"backbone={backbone}" if backbone != "tiny_test" else
                         "backbone.name=tiny_test")

@@ -127,3 +127,44 @@ def tiny_flux2(seed: int = 0, **options):
                 lora_rank=4)
     opts.update(options)
     return Flux2Generator.from_components(c["transformer"], c["vae"], [c["text_encoder"]], [c["tokenizer"]], **opts)
+
+
+# ----------------------------------------------------------------------------- Z-Image
+ZIMAGE_CHAT_TEMPLATE = ("{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\n' + m['content'] + '<|im_end|>\n' }}"
+                        "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
+ZIMAGE_TEXT_LEN = 24  # chat-template tokens (padded)
+
+
+def tiny_z_image_components(seed: int = 0) -> Dict[str, object]:
+    from diffusers import FlowMatchEulerDiscreteScheduler, ZImageTransformer2DModel
+    from transformers import Qwen3Config, Qwen3Model
+
+    from tiny_models import tiny_vae2d
+    from vipo.generators.z_image import SCHEDULER_CONFIG
+
+    torch.manual_seed(seed)
+    transformer = ZImageTransformer2DModel(all_patch_size=(2,), all_f_patch_size=(1,), in_channels=16, dim=32,
+                                           n_layers=2, n_refiner_layers=1, n_heads=2, n_kv_heads=2, norm_eps=1e-5,
+                                           qk_norm=True, cap_feat_dim=16, rope_theta=256.0, t_scale=1000.0,
+                                           axes_dims=[8, 4, 4], axes_lens=[256, 32, 32])
+    with torch.no_grad():  # created with torch.empty; fix them as diffusers' tests do
+        transformer.x_pad_token.copy_(torch.ones_like(transformer.x_pad_token))
+        transformer.cap_pad_token.copy_(torch.ones_like(transformer.cap_pad_token))
+    torch.manual_seed(seed + 1)
+    config = Qwen3Config(hidden_size=16, intermediate_size=16, num_hidden_layers=2, num_attention_heads=2,
+                         num_key_value_heads=2, vocab_size=CHAT_VOCAB, max_position_embeddings=512, pad_token_id=0)
+    text_encoder = Qwen3Model(config).eval()
+    tokenizer = chat_tokenizer()
+    tokenizer.chat_template = ZIMAGE_CHAT_TEMPLATE
+    return dict(transformer=transformer, vae=tiny_vae2d(seed=seed + 2),
+                scheduler=FlowMatchEulerDiscreteScheduler(**SCHEDULER_CONFIG), text_encoder=text_encoder,
+                tokenizer=tokenizer)
+
+
+def tiny_z_image(seed: int = 0, **options):
+    from vipo.generators.z_image import ZImageGenerator
+
+    c = tiny_z_image_components(seed)
+    opts = dict(height=128, width=128, max_sequence_length=ZIMAGE_TEXT_LEN, lora_rank=4, guidance_scale=3.0)
+    opts.update(options)
+    return ZImageGenerator.from_components(c["transformer"], c["vae"], [c["text_encoder"]], [c["tokenizer"]], **opts)

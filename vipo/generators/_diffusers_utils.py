@@ -138,15 +138,15 @@ def cfg_combine(
     uncond: Tensors,
     scale: float,
     no_grad_uncond: bool,
-    renorm: bool = False,
+    adjust: Optional[Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = None,
 ) -> torch.Tensor:
     """Classifier-free guidance ``v_u + scale (v_c - v_u)``.
 
     ``forward(x, cond)`` runs the model on a batch. Scale <= 1 skips the unconditional branch
     (scale 1 is the conditional velocity). ``no_grad_uncond`` runs that branch without autograd
     (the official ViPO Wan script does this to save memory); otherwise both branches share one
-    batched forward pass. ``renorm`` (Qwen-Image) rescales the guided output to the conditional one's norm
-    over the last dimension (the channels of each packed token).
+    batched forward pass. ``adjust(v, v_c)`` post-processes the guided output (Qwen-Image and Z-Image rescale
+    it against the conditional output's norm).
     """
     if scale <= 1.0:
         return forward(x, cond)
@@ -158,9 +158,7 @@ def cfg_combine(
         both = {k: torch.cat([uncond[k], cond[k]]) for k in cond}  # [2B, ...]
         v_u, v_c = forward(torch.cat([x, x]), both).chunk(2)  # [B, ...] each
     v = v_u + scale * (v_c - v_u)  # [B, ...]
-    if renorm:
-        v = v * (v_c.norm(dim=-1, keepdim=True) / v.norm(dim=-1, keepdim=True))  # [B, ..., D]
-    return v
+    return v if adjust is None else adjust(v, v_c)
 
 
 def scheduler_sigmas(config: Dict, num_steps: int, mu: Optional[float] = None) -> torch.Tensor:

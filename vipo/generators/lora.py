@@ -29,6 +29,10 @@ QWEN_IMAGE_LORA_TARGETS = (  # joint attention of both streams and both streams'
     "attn.add_q_proj", "attn.add_k_proj", "attn.add_v_proj", "attn.to_add_out",
     "img_mlp.net.0.proj", "img_mlp.net.2", "txt_mlp.net.0.proj", "txt_mlp.net.2",
 )
+Z_IMAGE_LORA_TARGETS = (  # attention and SwiGLU MLP of every single-stream block (refiners included)
+    "attention.to_q", "attention.to_k", "attention.to_v", "attention.to_out.0",
+    "feed_forward.w1", "feed_forward.w2", "feed_forward.w3",
+)
 WAN_LORA_TARGETS = (  # self-attention (attn1) and text cross-attention (attn2) of every block
     "attn1.to_q", "attn1.to_k", "attn1.to_v", "attn1.to_out.0",
     "attn2.to_q", "attn2.to_k", "attn2.to_v", "attn2.to_out.0",

@@ -45,6 +45,12 @@ SCHEDULER_CONFIG = dict(base_image_seq_len=256, base_shift=0.5, max_image_seq_le
                         use_dynamic_shifting=True)
 
 
+def renorm_per_token(v: torch.Tensor, v_c: torch.Tensor) -> torch.Tensor:
+    """Qwen-Image's true CFG: the guided velocity rescaled to the conditional one's norm, token by token.
+    v, v_c [B, tokens, D] -> [B, tokens, D]."""
+    return v * (v_c.norm(dim=-1, keepdim=True) / v.norm(dim=-1, keepdim=True))
+
+
 class QwenImageGenerator(Packed2x2Maps, DiffusersGenerator, Generator):
     """Qwen-Image text-to-image. Build with ``QwenImageGenerator("Qwen/Qwen-Image", ...)`` or
     ``QwenImageGenerator.from_components(transformer=..., vae=..., text_encoders=[qwen2_5_vl], tokenizers=[tok])``."""
@@ -146,7 +152,7 @@ class QwenImageGenerator(Packed2x2Maps, DiffusersGenerator, Generator):
         def forward(xx: torch.Tensor, cc: Cond) -> torch.Tensor:
             return self._forward(xx, s.repeat(xx.shape[0] // s.shape[0]), cc, (h // 2, w // 2))
 
-        v = cfg_combine(forward, tokens, c, u, self.guidance_scale, self.cfg_no_grad_uncond, renorm=True)
+        v = cfg_combine(forward, tokens, c, u, self.guidance_scale, self.cfg_no_grad_uncond, adjust=renorm_per_token)
         return unpack_2x2(v, h, w).float()  # [B, C, h, w]
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
