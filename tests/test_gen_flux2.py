@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from tiny_dit_models import FLUX2_LAYERS, FLUX2_TEXT_LEN, tiny_flux2, tiny_flux2_components
+from tiny_dit_models import hot_region_on_tokens, FLUX2_LAYERS, FLUX2_TEXT_LEN, tiny_flux2, tiny_flux2_components
 from tiny_models import euler, save_components
 
 PROMPTS = ["a red cat", "a blue square on a grey photo"]
@@ -55,12 +55,7 @@ def test_tokens_are_packed_patches_and_hot_map_region_lands_on_its_tokens(gen):
     assert torch.equal(Flux2Pipeline._unpatchify_latents(patches), x)
     ids = Flux2Pipeline._prepare_latent_ids(patches)[0]  # [15, 4]
     assert ids[7].tolist() == [0, 1, 2, 0]  # token 7 of the 3x5 grid: row 1, column 2
-    assert gen.map_grid() == (16, 16)
-    maps = torch.zeros(2, 16, 16)
-    maps[:, 4:8, 6:10] = 1.0  # latent rows 4..7, cols 6..9 -> token rows 2..3, cols 3..4 of the 8x8 token grid
-    packed = gen.pack_map(maps)  # [2, 64, 4]
-    hot = sorted(torch.nonzero(packed[0].sum(-1)).flatten().tolist())
-    assert hot == [2 * 8 + 3, 2 * 8 + 4, 3 * 8 + 3, 3 * 8 + 4] and torch.all(packed[0, hot] == 1.0)
+    maps, packed = hot_region_on_tokens(gen)  # [2, 16, 16], [2, 64, 4]
     lat = Flux2Pipeline._pack_latents(Flux2Pipeline._patchify_latents(maps.unsqueeze(1).expand(2, 4, 16, 16)))
     assert torch.equal(lat.view(2, 64, 4, 4)[:, :, 0, :], packed)  # the pipeline's own tokens, slot for slot
 
@@ -87,7 +82,8 @@ def test_gradients_reach_lora_only_and_full_finetune(gen, cond):
     assert names and all("lora_" in n for n in names)
     assert any("to_qkv_mlp_proj" in n for n in names) and any("add_k_proj" in n for n in names)
     gen.velocity(torch.randn(2, 4, 16, 16), torch.full((2,), 0.6), cond).square().mean().backward()
-    no_grad = {n.split(".lora_")[0] for n, p in gen.transformer.named_parameters() if p.requires_grad and p.grad is None}
+    no_grad = {n.split(".lora_")[0] for n, p in gen.transformer.named_parameters()
+               if p.requires_grad and p.grad is None}
     assert no_grad == set()
     assert all(p.grad is None for p in gen.parameters() if not p.requires_grad)
     gen.transformer.zero_grad(set_to_none=True)

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from tiny_dit_models import QWEN_TEXT_LEN, tiny_qwen_image, tiny_qwen_image_components
+from tiny_dit_models import hot_region_on_tokens, QWEN_TEXT_LEN, tiny_qwen_image, tiny_qwen_image_components
 from tiny_models import euler, save_components
 
 PROMPTS = ["a red cat", "a blue square on a grey photo"]  # different lengths: a real text mask
@@ -55,12 +55,7 @@ def test_packing_matches_pipeline_and_hot_map_region_lands_on_its_tokens(gen):
     assert torch.equal(pack_2x2(x), QwenImagePipeline._pack_latents(x, 2, 16, 6, 10))
     unpacked = QwenImagePipeline._unpack_latents(pack_2x2(x), 48, 80, 8)  # [B, C, 1, H, W]
     assert torch.equal(unpacked[:, :, 0], x)
-    assert gen.map_grid() == (16, 16)
-    maps = torch.zeros(2, 16, 16)
-    maps[:, 4:8, 6:10] = 1.0  # latent rows 4..7, cols 6..9 -> token rows 2..3, token cols 3..4 of an 8x8 grid
-    packed = gen.pack_map(maps)  # [2, 64, 4]
-    hot = sorted(torch.nonzero(packed[0].sum(-1)).flatten().tolist())
-    assert hot == [2 * 8 + 3, 2 * 8 + 4, 3 * 8 + 3, 3 * 8 + 4] and torch.all(packed[0, hot] == 1.0)
+    maps, packed = hot_region_on_tokens(gen)  # [2, 16, 16], [2, 64, 4]
     lat = pack_2x2(maps.unsqueeze(1).expand(2, 16, 16, 16)).view(2, 64, 16, 4)  # [B, tokens, C, slot]
     assert torch.equal(lat[:, :, 0, :], packed)  # the latents' channels of a token sit in the same slots
 
@@ -108,7 +103,8 @@ def test_gradients_reach_lora_only_and_full_finetune(gen, cond):
     assert names and all("lora_" in n for n in names)
     assert any("attn.add_k_proj" in n for n in names) and any("img_mlp.net.2" in n for n in names)
     gen.velocity(torch.randn(2, 16, 16, 16), torch.full((2,), 0.6), cond).square().mean().backward()
-    no_grad = {n.split(".lora_")[0] for n, p in gen.transformer.named_parameters() if p.requires_grad and p.grad is None}
+    no_grad = {n.split(".lora_")[0] for n, p in gen.transformer.named_parameters()
+               if p.requires_grad and p.grad is None}
     # only the last block's text-stream outputs, which the model discards, get no gradient
     assert no_grad == {"transformer_blocks.1.attn.to_add_out", "transformer_blocks.1.txt_mlp.net.0.proj",
                        "transformer_blocks.1.txt_mlp.net.2"}
@@ -119,7 +115,8 @@ def test_gradients_reach_lora_only_and_full_finetune(gen, cond):
     assert sum(p.numel() for p in g.trainable_parameters()) == sum(p.numel() for p in g.transformer.parameters())
     assert g.transformer.gradient_checkpointing
     g.velocity(torch.randn(1, 16, 16, 16), torch.full((1,), 0.5), g.encode_prompts(PROMPTS[:1])).sum().backward()
-    assert g.transformer.img_in.weight.grad is not None and g.transformer.transformer_blocks[0].attn.to_q.weight.grad is not None
+    assert g.transformer.img_in.weight.grad is not None
+    assert g.transformer.transformer_blocks[0].attn.to_q.weight.grad is not None
 
 
 def test_bf16_weights_return_float32_velocity(gen, cond):

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from tiny_dit_models import ZIMAGE_TEXT_LEN, tiny_z_image, tiny_z_image_components
+from tiny_dit_models import hot_region_on_tokens, ZIMAGE_TEXT_LEN, tiny_z_image, tiny_z_image_components
 from tiny_models import euler, save_components
 
 PROMPTS = ["a red cat", "a blue square on a grey photo"]  # different lengths: variable caption lists
@@ -78,12 +78,7 @@ def test_guidance_options_change_the_velocity(gen, cond):
 
 def test_hot_map_region_lands_on_the_transformers_own_patches(gen):
     """pack_map against the transformer's own patchify of the map as a one-channel latent."""
-    assert gen.map_grid() == (16, 16)
-    maps = torch.zeros(2, 16, 16)
-    maps[:, 4:8, 6:10] = 1.0  # latent rows 4..7, cols 6..9 -> token rows 2..3, cols 3..4 of the 8x8 token grid
-    packed = gen.pack_map(maps)  # [2, 64, 4]
-    hot = sorted(torch.nonzero(packed[0].sum(-1)).flatten().tolist())
-    assert hot == [2 * 8 + 3, 2 * 8 + 4, 3 * 8 + 3, 3 * 8 + 4] and torch.all(packed[0, hot] == 1.0)
+    maps, packed = hot_region_on_tokens(gen)  # [2, 16, 16], [2, 64, 4]
     ramp = torch.arange(256.0).view(1, 16, 16)  # every position distinct
     own, _, grid = gen.transformer._patchify_image(ramp.view(1, 1, 16, 16), 2, 1)  # [64, 4]
     assert grid == (1, 8, 8) and torch.equal(own, gen.pack_map(ramp)[0])

@@ -3,8 +3,9 @@
 Configs follow diffusers' own pipeline tests (tests/pipelines/qwenimage, flux2, z_image); tokenizers are
 in-process word-level ones over the vocabulary of ``tiny_models``.
 
-    tiny_qwen_image()             a ready Generator (LoRA rank 4 unless overridden)
-    tiny_qwen_image_components()  the raw components (dict) for pipelines / from_components
+    tiny_qwen_image(), tiny_flux2(), tiny_z_image()   ready Generators (LoRA rank 4 unless overridden)
+    tiny_*_components()                             the raw components (dict) for pipelines / from_components
+    hot_region_on_tokens(gen)                       checks that a hot map region packs onto the right tokens
 """
 
 from __future__ import annotations
@@ -37,6 +38,20 @@ def chat_tokenizer(model_max_length: int = 2048):
 
 
 CHAT_VOCAB = len(SPECIALS) + len(WORDS) + 3 + len(CHAT_TOKENS)
+
+
+def hot_region_on_tokens(gen):
+    """Maps hot on latent rows 4..7, cols 6..9 of a 16x16 grid, packed by ``gen.pack_map``: the hot values must
+    fill exactly token rows 2..3, cols 3..4 of the 8x8 token grid, all four 2x2 slots. Returns (maps, packed)."""
+    assert gen.map_grid() == (16, 16)
+    maps = torch.zeros(2, 16, 16)
+    maps[:, 4:8, 6:10] = 1.0
+    packed = gen.pack_map(maps)  # [2, 64, 4]
+    assert packed.shape == (2, 64, 4)
+    hot = sorted(torch.nonzero(packed[0].sum(-1)).flatten().tolist())
+    assert hot == [2 * 8 + 3, 2 * 8 + 4, 3 * 8 + 3, 3 * 8 + 4] and torch.all(packed[:, hot] == 1.0)
+    assert packed.sum() == maps.sum()  # nothing else is hot
+    return maps, packed
 
 
 # ----------------------------------------------------------------------------- Qwen-Image

@@ -56,26 +56,39 @@ def cast(module: nn.Module, dtype: torch.dtype) -> nn.Module:
     return module
 
 
-def load_parts(path_or_id: str, parts: Dict[str, object], dtype: torch.dtype, vae_dtype: torch.dtype) -> Dict:
-    """Load a diffusers checkpoint's parts: ``{subfolder: class}`` -> ``{subfolder: object}``.
+def load_parts(path_or_id: str, transformer, vae, text_encoders: Sequence, tokenizers: Sequence,
+               dtype: torch.dtype, vae_dtype: torch.dtype, **extra) -> Dict:
+    """Load a diffusers checkpoint folder's parts by class: ``transformer/``, ``vae/``, ``text_encoder{,_2,..}/``,
+    ``tokenizer{,_2,..}/``, any ``extra`` subfolder=class (Wan2.2's ``transformer_2``), and the scheduler's config.
 
-    Diffusers models get ``torch_dtype`` (the VAE ``vae_dtype``), transformers models ``dtype``, tokenizers
-    nothing; the entry ``"scheduler"`` (any value) gives the scheduler's config dict.
+    Returns ``{"transformer", "vae", "text_encoders": [...], "tokenizers": [...], "scheduler": dict, **extra}``.
+    Diffusers models get ``torch_dtype`` (the VAE ``vae_dtype``), transformers models ``dtype``.
     """
-    path = check_pretrained(path_or_id)
-    out: Dict[str, object] = {}
-    for sub, cls in parts.items():
-        if sub == "scheduler":
-            from diffusers import FlowMatchEulerDiscreteScheduler
+    from diffusers import FlowMatchEulerDiscreteScheduler
 
-            out[sub] = dict(FlowMatchEulerDiscreteScheduler.load_config(path, subfolder=sub))
-        elif sub.startswith("tokenizer"):
-            out[sub] = cls.from_pretrained(path, subfolder=sub)
-        elif cls.__module__.startswith("diffusers"):
-            out[sub] = cls.from_pretrained(path, subfolder=sub, torch_dtype=vae_dtype if sub == "vae" else dtype)
-        else:
-            out[sub] = cls.from_pretrained(path, subfolder=sub, dtype=dtype)
-    return out
+    path = check_pretrained(path_or_id)
+
+    def model(cls, sub: str, dt: torch.dtype):
+        if cls.__module__.startswith("diffusers"):
+            return cls.from_pretrained(path, subfolder=sub, torch_dtype=dt)
+        return cls.from_pretrained(path, subfolder=sub, dtype=dt)
+
+    def numbered(name: str, i: int) -> str:
+        return name if i == 0 else f"{name}_{i + 1}"
+
+    return dict(
+        transformer=model(transformer, "transformer", dtype),
+        vae=model(vae, "vae", vae_dtype),
+        text_encoders=[model(cls, numbered("text_encoder", i), dtype) for i, cls in enumerate(text_encoders)],
+        tokenizers=[cls.from_pretrained(path, subfolder=numbered("tokenizer", i)) for i, cls in enumerate(tokenizers)],
+        scheduler=dict(FlowMatchEulerDiscreteScheduler.load_config(path, subfolder="scheduler")),
+        **{sub: model(cls, sub, dtype) for sub, cls in extra.items()},
+    )
+
+
+def vae_scale_2d(vae: nn.Module) -> int:
+    """Downsampling factor of an ``AutoencoderKL``-style VAE: 2 per block after the first (8 for 4 blocks)."""
+    return 2 ** (len(vae.config.block_out_channels) - 1)
 
 
 def freeze(module: nn.Module) -> nn.Module:
@@ -255,6 +268,13 @@ class DiffusersGenerator:
             raise ValueError(f"{name} needs {n} text encoder(s) and tokenizer(s): [{names}], got "
                              f"{len(parts['text_encoders'])} and {len(parts['tokenizers'])}")
         return parts
+
+    def _set_size(self, height: int, width: int, vae_scale: int, patch: int, model: str) -> None:
+        """Image size in pixels: multiples of the VAE's downsampling times the transformer's patch size."""
+        step = vae_scale * patch
+        if height % step or width % step:
+            raise ValueError(f"{model} height/width must be multiples of {step}, got {height}x{width}")
+        self.vae_scale, self.height, self.width = vae_scale, height, width
 
     def _load(self, path_or_id: str, dtype: torch.dtype, vae_dtype: torch.dtype) -> Dict:
         raise NotImplementedError(f"{type(self).__name__} cannot load checkpoints")

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from vipo.generators._diffusers_utils import (
-    DiffusersGenerator, Packed2x2Maps, clip_max_length, load_parts, to_unit_range, tokenize,
+    DiffusersGenerator, Packed2x2Maps, clip_max_length, load_parts, to_unit_range, tokenize, vae_scale_2d,
 )
 from vipo.generators.base import Cond, Generator
 from vipo.generators.lora import FLUX_LORA_TARGETS
@@ -74,10 +74,7 @@ class FluxGenerator(Packed2x2Maps, DiffusersGenerator, Generator):
         if path_or_id is not None and shift is None:  # FLUX.1-schnell: no dynamic shifting
             sched = parts["scheduler"]
             shift = None if sched.get("use_dynamic_shifting", True) else float(sched.get("shift", 1.0))
-        self.vae_scale = 2 ** (len(parts["vae"].config.block_out_channels) - 1)
-        if height % (2 * self.vae_scale) or width % (2 * self.vae_scale):
-            raise ValueError(f"FLUX height/width must be multiples of {2 * self.vae_scale}, got {height}x{width}")
-        self.height, self.width = height, width
+        self._set_size(height, width, vae_scale_2d(parts["vae"]), 2, "FLUX")
         self.guidance_scale, self.shift = guidance_scale, shift
         self.max_sequence_length = max_sequence_length
         self._attach(**parts, dtype=dtype, device=device, vae_dtype=vae_dtype, lora_rank=lora_rank,
@@ -88,12 +85,8 @@ class FluxGenerator(Packed2x2Maps, DiffusersGenerator, Generator):
         from diffusers import AutoencoderKL, FluxTransformer2DModel
         from transformers import AutoTokenizer, CLIPTextModel, T5EncoderModel
 
-        p = load_parts(path_or_id, {"transformer": FluxTransformer2DModel, "vae": AutoencoderKL,
-                                    "text_encoder": CLIPTextModel, "text_encoder_2": T5EncoderModel,
-                                    "tokenizer": AutoTokenizer, "tokenizer_2": AutoTokenizer, "scheduler": None},
-                       dtype, vae_dtype)
-        return dict(transformer=p["transformer"], vae=p["vae"], text_encoders=[p["text_encoder"], p["text_encoder_2"]],
-                    tokenizers=[p["tokenizer"], p["tokenizer_2"]], scheduler=p["scheduler"])
+        return load_parts(path_or_id, FluxTransformer2DModel, AutoencoderKL, [CLIPTextModel, T5EncoderModel],
+                          [AutoTokenizer, AutoTokenizer], dtype, vae_dtype)
 
     # ------------------------------------------------------------------ interface
     def latent_shape(self) -> tuple[int, ...]:

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from vipo.generators._diffusers_utils import (
-    DiffusersGenerator, Packed2x2Maps, load_parts, scheduler_sigmas, to_unit_range,
+    DiffusersGenerator, Packed2x2Maps, load_parts, scheduler_sigmas, to_unit_range, vae_scale_2d,
 )
 from vipo.generators.base import Cond, Generator
 from vipo.generators.lora import FLUX2_LORA_TARGETS
@@ -70,10 +70,7 @@ class Flux2Generator(Packed2x2Maps, DiffusersGenerator, Generator):
         parts = self._components(path_or_id, dict(transformer=transformer, vae=vae, text_encoders=text_encoders,
                                                   tokenizers=tokenizers), dtype, vae_dtype)
         self.scheduler_config = dict(scheduler_config or parts.get("scheduler") or SCHEDULER_CONFIG)
-        self.vae_scale = 2 ** (len(parts["vae"].config.block_out_channels) - 1)  # 8
-        if height % (2 * self.vae_scale) or width % (2 * self.vae_scale):
-            raise ValueError(f"FLUX.2 height/width must be multiples of {2 * self.vae_scale}, got {height}x{width}")
-        self.height, self.width = height, width
+        self._set_size(height, width, vae_scale_2d(parts["vae"]), 2, "FLUX.2")
         self.guidance_scale, self.shift = guidance_scale, shift
         self.max_sequence_length = max_sequence_length
         self.text_encoder_layers = tuple(text_encoder_layers)
@@ -85,11 +82,8 @@ class Flux2Generator(Packed2x2Maps, DiffusersGenerator, Generator):
         from diffusers import AutoencoderKLFlux2, Flux2Transformer2DModel
         from transformers import AutoProcessor, Mistral3ForConditionalGeneration
 
-        p = load_parts(path_or_id, {"transformer": Flux2Transformer2DModel, "vae": AutoencoderKLFlux2,
-                                    "text_encoder": Mistral3ForConditionalGeneration, "tokenizer": AutoProcessor,
-                                    "scheduler": None}, dtype, vae_dtype)
-        return dict(transformer=p["transformer"], vae=p["vae"], text_encoders=[p["text_encoder"]],
-                    tokenizers=[p["tokenizer"]], scheduler=p["scheduler"])
+        return load_parts(path_or_id, Flux2Transformer2DModel, AutoencoderKLFlux2, [Mistral3ForConditionalGeneration],
+                          [AutoProcessor], dtype, vae_dtype)
 
     # ------------------------------------------------------------------ interface
     def latent_shape(self) -> tuple[int, ...]:

@@ -89,12 +89,9 @@ class QwenImageGenerator(Packed2x2Maps, DiffusersGenerator, Generator):
         self.scheduler_config = dict(scheduler_config or parts.get("scheduler") or SCHEDULER_CONFIG)
         if parts["transformer"].config.guidance_embeds:
             raise ValueError("guidance-distilled Qwen-Image transformers (guidance_embeds=True) are not supported")
-        self.vae_scale = 2 ** len(parts["vae"].temperal_downsample)  # 8
-        if height % (2 * self.vae_scale) or width % (2 * self.vae_scale):
-            raise ValueError(f"Qwen-Image height/width must be multiples of {2 * self.vae_scale}, got {height}x{width}")
+        self._set_size(height, width, 2 ** len(parts["vae"].temperal_downsample), 2, "Qwen-Image")
         if not 0 < max_sequence_length <= TOKENIZER_MAX:
             raise ValueError(f"max_sequence_length must be in 1..{TOKENIZER_MAX}, got {max_sequence_length}")
-        self.height, self.width = height, width
         self.guidance_scale, self.negative_prompt = guidance_scale, negative_prompt
         self.cfg_no_grad_uncond, self.shift = cfg_no_grad_uncond, shift
         self.max_sequence_length = max_sequence_length
@@ -106,19 +103,16 @@ class QwenImageGenerator(Packed2x2Maps, DiffusersGenerator, Generator):
         from diffusers import AutoencoderKLQwenImage, QwenImageTransformer2DModel
         from transformers import AutoTokenizer, Qwen2_5_VLForConditionalGeneration
 
-        p = load_parts(path_or_id, {"transformer": QwenImageTransformer2DModel, "vae": AutoencoderKLQwenImage,
-                                    "text_encoder": Qwen2_5_VLForConditionalGeneration, "tokenizer": AutoTokenizer,
-                                    "scheduler": None}, dtype, vae_dtype)
-        return dict(transformer=p["transformer"], vae=p["vae"], text_encoders=[p["text_encoder"]],
-                    tokenizers=[p["tokenizer"]], scheduler=p["scheduler"])
+        return load_parts(path_or_id, QwenImageTransformer2DModel, AutoencoderKLQwenImage,
+                          [Qwen2_5_VLForConditionalGeneration], [AutoTokenizer], dtype, vae_dtype)
 
     # ------------------------------------------------------------------ interface
     def latent_shape(self) -> tuple[int, ...]:
         return (self.vae.config.z_dim, self.height // self.vae_scale, self.width // self.vae_scale)
 
     def _encode(self, prompts: List[str]) -> Cond:
-        tok = self.tokenizers[0]([PROMPT_TEMPLATE.format(p) for p in prompts], max_length=TOKENIZER_MAX + TEMPLATE_TOKENS,
-                                 padding=True, truncation=True, return_tensors="pt").to(self.device)
+        tok = self.tokenizers[0]([PROMPT_TEMPLATE.format(p) for p in prompts], padding=True, truncation=True,
+                                 max_length=TOKENIZER_MAX + TEMPLATE_TOKENS, return_tensors="pt").to(self.device)
         states = self.text_encoders[0](input_ids=tok.input_ids, attention_mask=tok.attention_mask,
                                        output_hidden_states=True).hidden_states[-1]  # [B, L_tok, D]
         n, d = self.max_sequence_length, states.shape[-1]

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vipo.generators._diffusers_utils import (
-    DiffusersGenerator, cfg_combine, clip_max_length, load_parts, to_unit_range, tokenize,
+    DiffusersGenerator, cfg_combine, clip_max_length, load_parts, to_unit_range, tokenize, vae_scale_2d,
 )
 from vipo.generators.base import Cond, Generator
 from vipo.generators.lora import SD3_LORA_TARGETS
@@ -64,11 +64,7 @@ class SD3Generator(DiffusersGenerator, Generator):
                                                   tokenizers=tokenizers), dtype, vae_dtype)
         if shift is None and path_or_id is not None:
             shift = parts["scheduler"].get("shift")
-        self.vae_scale = 2 ** (len(parts["vae"].config.block_out_channels) - 1)
-        step = self.vae_scale * parts["transformer"].config.patch_size
-        if height % step or width % step:
-            raise ValueError(f"SD3 height/width must be multiples of {step}, got {height}x{width}")
-        self.height, self.width = height, width
+        self._set_size(height, width, vae_scale_2d(parts["vae"]), parts["transformer"].config.patch_size, "SD3")
         self.guidance_scale, self.negative_prompt = guidance_scale, negative_prompt
         self.cfg_no_grad_uncond = cfg_no_grad_uncond
         self.shift = 3.0 if shift is None else shift
@@ -81,14 +77,9 @@ class SD3Generator(DiffusersGenerator, Generator):
         from diffusers import AutoencoderKL, SD3Transformer2DModel
         from transformers import AutoTokenizer, CLIPTextModelWithProjection, T5EncoderModel
 
-        p = load_parts(path_or_id, {"transformer": SD3Transformer2DModel, "vae": AutoencoderKL,
-                                    "text_encoder": CLIPTextModelWithProjection,
-                                    "text_encoder_2": CLIPTextModelWithProjection, "text_encoder_3": T5EncoderModel,
-                                    "tokenizer": AutoTokenizer, "tokenizer_2": AutoTokenizer,
-                                    "tokenizer_3": AutoTokenizer, "scheduler": None}, dtype, vae_dtype)
-        return dict(transformer=p["transformer"], vae=p["vae"],
-                    text_encoders=[p["text_encoder"], p["text_encoder_2"], p["text_encoder_3"]],
-                    tokenizers=[p["tokenizer"], p["tokenizer_2"], p["tokenizer_3"]], scheduler=p["scheduler"])
+        return load_parts(path_or_id, SD3Transformer2DModel, AutoencoderKL,
+                          [CLIPTextModelWithProjection, CLIPTextModelWithProjection, T5EncoderModel],
+                          [AutoTokenizer] * 3, dtype, vae_dtype)
 
     # ------------------------------------------------------------------ interface
     def latent_shape(self) -> tuple[int, ...]:

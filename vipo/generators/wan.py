@@ -125,17 +125,18 @@ class WanGenerator(DiffusersGenerator, Generator):
             index = dict(WanPipeline.load_config(check_pretrained(path_or_id)))
         except EnvironmentError:  # a folder of parts without model_index.json: a Wan2.1-style single model
             index = {}
-        parts = {"transformer": WanTransformer3DModel, "vae": AutoencoderKLWan, "text_encoder": UMT5EncoderModel,
-                 "tokenizer": AutoTokenizer, "scheduler": None}
-        if (index.get("transformer_2") or [None])[0] is not None or os.path.isdir(f"{path_or_id}/transformer_2"):
-            parts["transformer_2"] = WanTransformer3DModel
-        p = load_parts(path_or_id, parts, dtype, vae_dtype)
-        return dict(transformer=p["transformer"], vae=p["vae"], text_encoders=[p["text_encoder"]],
-                    tokenizers=[p["tokenizer"]], transformer_2=p.get("transformer_2"), scheduler=p["scheduler"],
-                    model_index=index)
+        two = (index.get("transformer_2") or [None])[0] is not None or os.path.isdir(f"{path_or_id}/transformer_2")
+        parts = load_parts(path_or_id, WanTransformer3DModel, AutoencoderKLWan, [UMT5EncoderModel], [AutoTokenizer],
+                           dtype, vae_dtype, **({"transformer_2": WanTransformer3DModel} if two else {}))
+        return {**parts, "model_index": index}
 
     def _networks(self) -> List[nn.Module]:
         return [self.transformer] + ([self.transformer_2] if self.transformer_2 is not None else [])
+
+    @property
+    def fsdp_roots(self) -> List[str]:
+        """FSDP shards the experts as separate roots: each step runs only one of them."""
+        return ["transformer"] + (["transformer_2"] if self.transformer_2 is not None else [])
 
     def _trained_networks(self) -> List[nn.Module]:
         nets = self._networks()

@@ -25,6 +25,7 @@ from torch import nn
 
 from vipo.generators._diffusers_utils import (
     DiffusersGenerator, Packed2x2Maps, calculate_shift, cfg_combine, load_parts, scheduler_sigmas, to_unit_range,
+    vae_scale_2d,
 )
 from vipo.generators.base import Cond, Generator
 from vipo.generators.lora import Z_IMAGE_LORA_TARGETS
@@ -72,10 +73,7 @@ class ZImageGenerator(Packed2x2Maps, DiffusersGenerator, Generator):
         parts = self._components(path_or_id, dict(transformer=transformer, vae=vae, text_encoders=text_encoders,
                                                   tokenizers=tokenizers), dtype, vae_dtype)
         self.scheduler_config = dict(scheduler_config or parts.get("scheduler") or SCHEDULER_CONFIG)
-        self.vae_scale = 2 ** (len(parts["vae"].config.block_out_channels) - 1)  # 8
-        if height % (2 * self.vae_scale) or width % (2 * self.vae_scale):
-            raise ValueError(f"Z-Image height/width must be multiples of {2 * self.vae_scale}, got {height}x{width}")
-        self.height, self.width = height, width
+        self._set_size(height, width, vae_scale_2d(parts["vae"]), 2, "Z-Image")
         self.guidance_scale, self.negative_prompt = guidance_scale, negative_prompt
         self.cfg_truncation, self.cfg_normalization = cfg_truncation, cfg_normalization
         self.cfg_no_grad_uncond, self.shift = cfg_no_grad_uncond, shift
@@ -88,11 +86,8 @@ class ZImageGenerator(Packed2x2Maps, DiffusersGenerator, Generator):
         from diffusers import AutoencoderKL, ZImageTransformer2DModel
         from transformers import AutoModel, AutoTokenizer
 
-        p = load_parts(path_or_id, {"transformer": ZImageTransformer2DModel, "vae": AutoencoderKL,
-                                    "text_encoder": AutoModel, "tokenizer": AutoTokenizer, "scheduler": None},
-                       dtype, vae_dtype)
-        return dict(transformer=p["transformer"], vae=p["vae"], text_encoders=[p["text_encoder"]],
-                    tokenizers=[p["tokenizer"]], scheduler=p["scheduler"])
+        return load_parts(path_or_id, ZImageTransformer2DModel, AutoencoderKL, [AutoModel], [AutoTokenizer],
+                          dtype, vae_dtype)
 
     def _uses_cfg(self) -> bool:
         return self.guidance_scale > 0.0
@@ -143,7 +138,8 @@ class ZImageGenerator(Packed2x2Maps, DiffusersGenerator, Generator):
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         self._check_latents(latents)
         cfg = self.vae.config
-        z = latents.to(device=self.device, dtype=self.vae_dtype) / cfg.scaling_factor + cfg.shift_factor  # [B, 16, h, w]
+        z = latents.to(device=self.device, dtype=self.vae_dtype)  # [B, 16, h, w]
+        z = z / cfg.scaling_factor + cfg.shift_factor
         return to_unit_range(self.vae.decode(z, return_dict=False)[0])  # [B, 3, 8h, 8w]
 
     def sigmas(self, num_steps: int) -> torch.Tensor:
