@@ -203,6 +203,13 @@ def to_unit_range(x: torch.Tensor) -> torch.Tensor:
     return (x.float() / 2 + 0.5).clamp(0.0, 1.0)
 
 
+def decode_scaled(vae: nn.Module, latents: torch.Tensor) -> torch.Tensor:
+    """``AutoencoderKL`` decode (FLUX.1, SD3.5, Z-Image): ``latents / scaling_factor + shift_factor`` -> VAE
+    -> [0, 1]. latents [B, C, h, w] on the VAE's device and dtype -> images [B, 3, 8h, 8w] float32."""
+    cfg = vae.config
+    return to_unit_range(vae.decode(latents / cfg.scaling_factor + cfg.shift_factor, return_dict=False)[0])
+
+
 def denormalize(vae: nn.Module, latents: torch.Tensor) -> torch.Tensor:
     """Wan-family VAEs (Wan, Qwen-Image): ``z * latents_std + latents_mean`` per channel, in float32.
     latents [B, C, F, h, w] -> [B, C, F, h, w]."""

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vipo.generators._diffusers_utils import (
-    DiffusersGenerator, cfg_combine, clip_max_length, load_parts, to_unit_range, tokenize, vae_scale_2d,
+    DiffusersGenerator, cfg_combine, clip_max_length, decode_scaled, load_parts, tokenize, vae_scale_2d,
 )
 from vipo.generators.base import Cond, Generator
 from vipo.generators.lora import SD3_LORA_TARGETS
@@ -123,10 +123,7 @@ class SD3Generator(DiffusersGenerator, Generator):
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         self._check_latents(latents)
-        cfg = self.vae.config
-        z = latents.to(device=self.device, dtype=self.vae_dtype)  # [B, 16, h, w]
-        z = z / cfg.scaling_factor + cfg.shift_factor
-        return to_unit_range(self.vae.decode(z, return_dict=False)[0])  # [B, 3, 8h, 8w]
+        return decode_scaled(self.vae, latents.to(device=self.device, dtype=self.vae_dtype))  # [B, 3, 8h, 8w]
 
     def sigmas(self, num_steps: int) -> torch.Tensor:
         return sigma_schedule(num_steps, self.shift)

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from vipo.generators._diffusers_utils import (
-    DiffusersGenerator, Packed2x2Maps, calculate_shift, cfg_combine, load_parts, scheduler_sigmas, to_unit_range,
+    DiffusersGenerator, Packed2x2Maps, calculate_shift, cfg_combine, decode_scaled, load_parts, scheduler_sigmas,
     vae_scale_2d,
 )
 from vipo.generators.base import Cond, Generator
@@ -137,10 +137,7 @@ class ZImageGenerator(Packed2x2Maps, DiffusersGenerator, Generator):
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         self._check_latents(latents)
-        cfg = self.vae.config
-        z = latents.to(device=self.device, dtype=self.vae_dtype)  # [B, 16, h, w]
-        z = z / cfg.scaling_factor + cfg.shift_factor
-        return to_unit_range(self.vae.decode(z, return_dict=False)[0])  # [B, 3, 8h, 8w]
+        return decode_scaled(self.vae, latents.to(device=self.device, dtype=self.vae_dtype))  # [B, 3, 8h, 8w]
 
     def sigmas(self, num_steps: int) -> torch.Tensor:
         if self.shift is not None:
