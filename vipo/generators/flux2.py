@@ -31,7 +31,8 @@ from vipo.generators.lora import FLUX2_LORA_TARGETS
 from vipo.psm import pack_2x2, unpack_2x2
 from vipo.sde import sigma_schedule
 
-# black-forest-labs/FLUX.2-dev scheduler: resolution- and step-dependent exponential shift (mu from the pipeline)
+# Used when the components come without a checkpoint (a checkpoint's own scheduler config is read when loading):
+# resolution- and step-dependent exponential time shift, mu from the pipeline's compute_empirical_mu
 SCHEDULER_CONFIG = dict(num_train_timesteps=1000, shift=3.0, use_dynamic_shifting=True, time_shift_type="exponential")
 
 
