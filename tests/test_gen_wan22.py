@@ -210,3 +210,20 @@ def test_fsdp_shards_each_expert_as_its_own_root(tmp_path):
         assert all(not dist.is_sharded(t) for t in full.values())
     finally:
         tdist.destroy_process_group()
+
+
+def test_attention_maps_work_on_ti2v_5b_and_refuse_two_experts():
+    """psm.source=attention hooks `transformer` only: TI2V-5B (one transformer) gets maps on its latent grid; the
+    two-expert A14B model is refused with a clear error instead of missing every low-noise step."""
+    from vipo.attention import attention_capture
+    from vipo.config import MapConfig
+
+    rows = [p for p in PROMPTS for _ in range(2)]
+    g = tiny_wan22_5b()
+    with attention_capture(g, MapConfig(), rows, 3, "wan") as cap:
+        rollout(g, PROMPTS, 2, g.sigmas(3), kind="flow_grpo", noise_level=0.7, reduction="position", micro_batch=2,
+                gen=torch.Generator().manual_seed(0))
+    maps = cap.maps(g.map_grid(), MapConfig())  # [4, 3, 4, 4]
+    assert maps.shape == (4, 3, 4, 4) and maps.std() > 0
+    with pytest.raises(ValueError, match="second \\(low-noise\\) expert"):
+        attention_capture(tiny_wan22(), MapConfig(), rows, 3, "wan")
