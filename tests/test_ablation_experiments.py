@@ -1,12 +1,13 @@
 """The ablation files run on every real-model experiment (`python sweep.py ablation=X experiment=Y`): their cells
-compose and validate on each experiment's config."""
+compose and validate on each experiment's config. (Ablations whose base pins an experiment are left out.)"""
 
 import pytest
 
 from vipo.config import CONFIG_DIR, load
 from vipo.sweep import load_ablation, plan
 
-ABLATIONS = sorted(p.stem for p in (CONFIG_DIR / "ablation").glob("*.yaml"))
+ABLATIONS = sorted(a for a in (p.stem for p in (CONFIG_DIR / "ablation").glob("*.yaml"))
+                   if not any(o.startswith("experiment=") for o in load_ablation(a).get("base") or []))
 EXPERIMENTS = sorted(p.stem for p in (CONFIG_DIR / "experiment").glob("*.yaml") if not p.stem.startswith("toy"))
 
 
