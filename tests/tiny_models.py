@@ -1,4 +1,4 @@
-"""Tiny randomly initialised FLUX / SD3.5 / Wan2.1 generators for tests (no downloads).
+"""Tiny randomly initialised FLUX / SD3.5 / Wan2.1 / Wan2.2 generators for tests (no downloads).
 
 Every component is a real diffusers / transformers class built from a small config, the way
 diffusers' own pipeline tests build them. Tokenizers are word-level ``tokenizers`` models wrapped
@@ -7,6 +7,7 @@ CLIP-style ones add <s> ... </s> and the CLIP configs point ``eos_token_id`` at 
 output is read at the end token as in real CLIP.
 
     tiny_flux(), tiny_sd3(), tiny_wan()      ready Generator instances (LoRA rank 4 unless overridden)
+    tiny_wan22(), tiny_wan22_5b()            Wan2.2 A14B-style two experts; TI2V-5B-style 48-channel VAE
     tiny_*_components()                      the raw components (dict) for pipelines / from_components
     save_components(folder, components)      a diffusers-style folder for ``from_pretrained`` tests
 """
@@ -126,13 +127,10 @@ def tiny_sd3(seed: int = 0, **options):
 
 # ----------------------------------------------------------------------------- Wan2.1
 def tiny_wan_components(seed: int = 0) -> Dict[str, object]:
-    from diffusers import AutoencoderKLWan, FlowMatchEulerDiscreteScheduler, WanTransformer3DModel
+    from diffusers import AutoencoderKLWan, FlowMatchEulerDiscreteScheduler
 
     torch.manual_seed(seed)
-    transformer = WanTransformer3DModel(patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12,
-                                        in_channels=16, out_channels=16, text_dim=32, freq_dim=256, ffn_dim=32,
-                                        num_layers=2, cross_attn_norm=True, qk_norm="rms_norm_across_heads",
-                                        rope_max_seq_len=32)
+    transformer = _tiny_wan_transformer()
     torch.manual_seed(seed + 1)
     vae = AutoencoderKLWan(base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
                            temperal_downsample=[False, True, True]).eval()
@@ -145,6 +143,64 @@ def tiny_wan(seed: int = 0, **options):
 
     c = tiny_wan_components(seed)
     opts = dict(height=64, width=64, num_frames=9, max_sequence_length=TEXT_LEN, lora_rank=4, guidance_scale=5.0)
+    opts.update(options)
+    return WanGenerator.from_components(c["transformer"], c["vae"], [c["text_encoder"]], [c["tokenizer"]], **opts)
+
+
+# ----------------------------------------------------------------------------- Wan2.2
+WAN22_BOUNDARY = 0.875  # the boundary ratio of Wan2.2-T2V-A14B (and of diffusers' tests)
+
+
+def _tiny_wan_transformer(channels: int = 16):
+    from diffusers import WanTransformer3DModel
+
+    return WanTransformer3DModel(patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12,
+                                 in_channels=channels, out_channels=channels, text_dim=32, freq_dim=256, ffn_dim=32,
+                                 num_layers=2, cross_attn_norm=True, qk_norm="rms_norm_across_heads",
+                                 rope_max_seq_len=32)
+
+
+def tiny_wan22_components(seed: int = 0) -> Dict[str, object]:
+    """Wan2.1's tiny parts plus a second (low-noise) expert with its own weights."""
+    c = tiny_wan_components(seed)
+    torch.manual_seed(seed + 10)
+    c["transformer_2"] = _tiny_wan_transformer()
+    return c
+
+
+def tiny_wan22(seed: int = 0, **options):
+    from vipo.generators.wan import WanGenerator
+
+    c = tiny_wan22_components(seed)
+    opts = dict(height=64, width=64, num_frames=9, max_sequence_length=TEXT_LEN, lora_rank=4, guidance_scale=5.0,
+                guidance_scale_2=3.0, boundary_ratio=WAN22_BOUNDARY)
+    opts.update(options)
+    return WanGenerator.from_components(c["transformer"], c["vae"], [c["text_encoder"]], [c["tokenizer"]],
+                                        transformer_2=c["transformer_2"], **opts)
+
+
+def tiny_wan22_5b_components(seed: int = 0) -> Dict[str, object]:
+    """TI2V-5B layout: a 48-channel VAE with 16x spatial compression (2x2 patchified, residual), as in
+    diffusers' tests/pipelines/wan/test_wan_22.py."""
+    from diffusers import AutoencoderKLWan, FlowMatchEulerDiscreteScheduler
+
+    torch.manual_seed(seed)
+    transformer = _tiny_wan_transformer(48)
+    torch.manual_seed(seed + 1)
+    vae = AutoencoderKLWan(base_dim=3, z_dim=48, in_channels=12, out_channels=12, is_residual=True, patch_size=2,
+                           latents_mean=[0.0] * 48, latents_std=[1.0] * 48, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
+                           scale_factor_spatial=16, scale_factor_temporal=4,
+                           temperal_downsample=[False, True, True]).eval()
+    return dict(transformer=transformer, vae=vae, scheduler=FlowMatchEulerDiscreteScheduler(shift=5.0),
+                text_encoder=tiny_t5(32, umt5=True, seed=seed + 2), tokenizer=tiny_tokenizer(TEXT_LEN, bos=False))
+
+
+def tiny_wan22_5b(seed: int = 0, **options):
+    from vipo.generators.wan import WanGenerator
+
+    c = tiny_wan22_5b_components(seed)
+    opts = dict(height=64, width=64, num_frames=9, max_sequence_length=TEXT_LEN, lora_rank=4, guidance_scale=5.0,
+                expand_timesteps=True)
     opts.update(options)
     return WanGenerator.from_components(c["transformer"], c["vae"], [c["text_encoder"]], [c["tokenizer"]], **opts)
 

@@ -305,6 +305,9 @@ def check_config(cfg) -> None:
 
 def attention_capture(generator, cfg, prompts: Sequence[str], num_steps: int, name: str) -> AttentionCapture:
     """A capture for registered generator ``name`` (``cfg``: the map config holding ``attention``)."""
+    if getattr(generator, "transformer_2", None) is not None:  # hooks sit on `transformer` only
+        raise ValueError("psm.source=attention does not capture Wan2.2 A14B's second (low-noise) expert yet; "
+                         "use psm.source=backbone or saliency with two experts (TI2V-5B works)")
     return AttentionCapture(generator, ATTENTION_MODELS.get(name), cfg.attention, prompts, num_steps)
 
 

@@ -91,27 +91,36 @@ def copy_full_(dst: torch.Tensor, src: torch.Tensor) -> None:
             dst.copy_(src)
 
 
-def shard_root(generator: torch.nn.Module) -> torch.nn.Module:
-    """The module to shard: the generator's ``fsdp_root`` attribute name, else its transformer/unet."""
+def shard_roots(generator: torch.nn.Module) -> list[torch.nn.Module]:
+    """The modules to shard: the generator's ``fsdp_roots`` (attribute names; Wan2.2's two experts) or
+    ``fsdp_root`` attribute name, else its transformer/unet."""
+    names = getattr(generator, "fsdp_roots", None) or []
+    roots = [getattr(generator, n) for n in names if isinstance(getattr(generator, n, None), torch.nn.Module)]
+    if roots:
+        return roots
     for name in (getattr(generator, "fsdp_root", None), "transformer", "unet", "net"):
         if name and isinstance(getattr(generator, name, None), torch.nn.Module):
-            return getattr(generator, name)
+            return [getattr(generator, name)]
     raise ValueError(f"{type(generator).__name__}: no module to shard (set an 'fsdp_root' attribute)")
 
 
 def shard(generator: torch.nn.Module) -> int:
-    """FSDP2: shard every block of the generator's network (each entry of its ModuleLists) and then
-    the network itself across all ranks. Forward passes through those modules gather the weights,
-    backward reduce-scatters (averages) the gradients. Returns the number of sharded units."""
+    """FSDP2: shard every block of the generator's network (each entry of its outermost ModuleLists) and then
+    the network itself across all ranks (each network on its own for Wan2.2's two experts). Forward passes
+    through those modules gather the weights, backward reduce-scatters (averages) the gradients. Returns the
+    number of sharded units."""
     from torch.distributed.fsdp import fully_shard
 
-    root = shard_root(generator)
     units = 0
-    for module in root.modules():
-        if isinstance(module, torch.nn.ModuleList):
-            for block in module:
-                if any(p.requires_grad for p in block.parameters()):
-                    fully_shard(block)
-                    units += 1
-    fully_shard(root)
-    return units + 1
+    for root in shard_roots(generator):
+        done: list[str] = []  # sharded blocks; ModuleLists inside them (attention's to_out) stay in their block
+        for name, module in root.named_modules():
+            if isinstance(module, torch.nn.ModuleList) and not any(name.startswith(d + ".") for d in done):
+                for i, block in enumerate(module):
+                    if any(p.requires_grad for p in block.parameters()):
+                        fully_shard(block)
+                        done.append(f"{name}.{i}")
+                        units += 1
+        fully_shard(root)
+        units += 1
+    return units

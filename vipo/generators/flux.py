@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from vipo.generators._diffusers_utils import (
-    DiffusersGenerator, check_pretrained, clip_max_length, resolve_dtype, to_unit_range, tokenize,
+    DiffusersGenerator, Packed2x2Maps, clip_max_length, decode_scaled, load_parts, tokenize, vae_scale_2d,
 )
 from vipo.generators.base import Cond, Generator
 from vipo.generators.lora import FLUX_LORA_TARGETS
@@ -38,12 +38,13 @@ def image_ids(h2: int, w2: int, device=None, dtype=torch.float32) -> torch.Tenso
     return ids.reshape(h2 * w2, 3)
 
 
-class FluxGenerator(DiffusersGenerator, Generator):
+class FluxGenerator(Packed2x2Maps, DiffusersGenerator, Generator):
     """FLUX.1 text-to-image. Build with ``FluxGenerator("black-forest-labs/FLUX.1-dev", ...)`` or
     ``FluxGenerator.from_components(transformer=..., vae=..., text_encoders=[clip, t5],
     tokenizers=[clip_tok, t5_tok])``."""
 
     is_video = False
+    TEXT_ENCODERS = ("CLIP", "T5")
 
     def __init__(
         self,
@@ -68,46 +69,29 @@ class FluxGenerator(DiffusersGenerator, Generator):
         prompt_cache_size: int = 256,  # prompt embeddings kept (LRU); 0: all
     ):
         super().__init__()
-        if path_or_id is not None:
-            loaded = self._load(path_or_id, resolve_dtype(dtype), resolve_dtype(vae_dtype))
-            transformer, vae, text_encoders, tokenizers, static_shift = loaded
-            shift = static_shift if shift is None else shift  # FLUX.1-schnell: no dynamic shifting
-        if transformer is None or vae is None or text_encoders is None or tokenizers is None:
-            raise ValueError("FluxGenerator needs path_or_id or all of transformer, vae, text_encoders, tokenizers")
-        if len(text_encoders) != 2 or len(tokenizers) != 2:
-            raise ValueError("FLUX needs two text encoders and tokenizers: [CLIP, T5]")
-        self.vae_scale = 2 ** (len(vae.config.block_out_channels) - 1)
-        if height % (2 * self.vae_scale) or width % (2 * self.vae_scale):
-            raise ValueError(f"FLUX height/width must be multiples of {2 * self.vae_scale}, got {height}x{width}")
-        self.height, self.width = height, width
+        parts = self._components(path_or_id, dict(transformer=transformer, vae=vae, text_encoders=text_encoders,
+                                                  tokenizers=tokenizers), dtype, vae_dtype)
+        if path_or_id is not None and shift is None:  # FLUX.1-schnell: no dynamic shifting
+            sched = parts["scheduler"]
+            shift = None if sched.get("use_dynamic_shifting", True) else float(sched.get("shift", 1.0))
+        self._set_size(height, width, vae_scale_2d(parts["vae"]), 2, "FLUX")
         self.guidance_scale, self.shift = guidance_scale, shift
         self.max_sequence_length = max_sequence_length
-        self._attach(transformer, vae, text_encoders, tokenizers, dtype=dtype, device=device, vae_dtype=vae_dtype,
-                     lora_rank=lora_rank, lora_alpha=lora_alpha, target_modules=lora_target_modules or FLUX_LORA_TARGETS,
+        self._attach(**parts, dtype=dtype, device=device, vae_dtype=vae_dtype, lora_rank=lora_rank,
+                     lora_alpha=lora_alpha, target_modules=lora_target_modules or FLUX_LORA_TARGETS,
                      gradient_checkpointing=gradient_checkpointing, prompt_cache_size=prompt_cache_size)
 
-    @staticmethod
-    def _load(path_or_id: str, dtype: torch.dtype, vae_dtype: torch.dtype):
-        from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxTransformer2DModel
+    def _load(self, path_or_id: str, dtype: torch.dtype, vae_dtype: torch.dtype) -> dict:
+        from diffusers import AutoencoderKL, FluxTransformer2DModel
         from transformers import AutoTokenizer, CLIPTextModel, T5EncoderModel
 
-        path = check_pretrained(path_or_id)
-        transformer = FluxTransformer2DModel.from_pretrained(path, subfolder="transformer", torch_dtype=dtype)
-        vae = AutoencoderKL.from_pretrained(path, subfolder="vae", torch_dtype=vae_dtype)
-        clip = CLIPTextModel.from_pretrained(path, subfolder="text_encoder", dtype=dtype)
-        t5 = T5EncoderModel.from_pretrained(path, subfolder="text_encoder_2", dtype=dtype)
-        toks = [AutoTokenizer.from_pretrained(path, subfolder=s) for s in ("tokenizer", "tokenizer_2")]
-        sched = FlowMatchEulerDiscreteScheduler.load_config(path, subfolder="scheduler")
-        static_shift = None if sched.get("use_dynamic_shifting", True) else float(sched.get("shift", 1.0))
-        return transformer, vae, [clip, t5], toks, static_shift
+        return load_parts(path_or_id, FluxTransformer2DModel, AutoencoderKL, [CLIPTextModel, T5EncoderModel],
+                          [AutoTokenizer, AutoTokenizer], dtype, vae_dtype)
 
     # ------------------------------------------------------------------ interface
     def latent_shape(self) -> tuple[int, ...]:
         c = self.transformer.config.in_channels // 4  # 64 packed channels = 16 latent channels x 2 x 2
         return (c, self.height // self.vae_scale, self.width // self.vae_scale)
-
-    def encode_prompts(self, prompts: Sequence[str]) -> Cond:
-        return self.cache.get(prompts, self.device)
 
     def _encode(self, prompts: List[str]) -> Cond:
         (clip, t5), (clip_tok, t5_tok) = self.text_encoders, self.tokenizers
@@ -140,21 +124,10 @@ class FluxGenerator(DiffusersGenerator, Generator):
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         self._check_latents(latents)
-        cfg = self.vae.config
-        z = latents.to(device=self.device, dtype=self.vae_dtype)  # [B, 16, h, w]
-        z = z / cfg.scaling_factor + cfg.shift_factor
-        return to_unit_range(self.vae.decode(z, return_dict=False)[0])  # [B, 3, 8h, 8w]
+        return decode_scaled(self.vae, latents.to(device=self.device, dtype=self.vae_dtype))  # [B, 3, 8h, 8w]
 
     def sigmas(self, num_steps: int) -> torch.Tensor:
         if self.shift is not None:
             return sigma_schedule(num_steps, self.shift)
         c, h, w = self.latent_shape()
         return flux_sigma_schedule(num_steps, image_seq_len=(h // 2) * (w // 2))
-
-    # ------------------------------------------------------------------ maps
-    def pack_map(self, maps: torch.Tensor) -> torch.Tensor:
-        """Per-position maps on the unpacked grid [B, H/8, W/8] -> per-token [B, (H/16)(W/16), 4],
-        the same 2x2 packing as the latents (token t, slot 2*dy + dx)."""
-        if maps.ndim != 3:
-            raise ValueError(f"pack_map takes maps [B, H/8, W/8], got {list(maps.shape)}")
-        return pack_2x2(maps.unsqueeze(1))  # [B, HW/4, 4]

@@ -17,9 +17,21 @@ from torch import nn
 FLUX_LORA_TARGETS = (  # double-stream blocks: image + text projections; single blocks: to_q/k/v
     "to_q", "to_k", "to_v", "to_out.0", "add_q_proj", "add_k_proj", "add_v_proj", "to_add_out",
 )
+FLUX2_LORA_TARGETS = (  # double-stream attention of both streams; single blocks' fused qkv + MLP input projection
+    "to_q", "to_k", "to_v", "to_out.0", "add_q_proj", "add_k_proj", "add_v_proj", "to_add_out", "to_qkv_mlp_proj",
+)
 SD3_LORA_TARGETS = (  # the Flow-GRPO SD3.5 list (scripts/train_sd3.py)
     "attn.to_q", "attn.to_k", "attn.to_v", "attn.to_out.0",
     "attn.add_q_proj", "attn.add_k_proj", "attn.add_v_proj", "attn.to_add_out",
+)
+QWEN_IMAGE_LORA_TARGETS = (  # joint attention of both streams and both streams' MLPs (every dual-stream block)
+    "attn.to_q", "attn.to_k", "attn.to_v", "attn.to_out.0",
+    "attn.add_q_proj", "attn.add_k_proj", "attn.add_v_proj", "attn.to_add_out",
+    "img_mlp.net.0.proj", "img_mlp.net.2", "txt_mlp.net.0.proj", "txt_mlp.net.2",
+)
+Z_IMAGE_LORA_TARGETS = (  # attention and SwiGLU MLP of every single-stream block (refiners included)
+    "attention.to_q", "attention.to_k", "attention.to_v", "attention.to_out.0",
+    "feed_forward.w1", "feed_forward.w2", "feed_forward.w3",
 )
 WAN_LORA_TARGETS = (  # self-attention (attn1) and text cross-attention (attn2) of every block
     "attn1.to_q", "attn1.to_k", "attn1.to_v", "attn1.to_out.0",

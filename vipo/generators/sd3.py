@@ -20,8 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vipo.generators._diffusers_utils import (
-    DiffusersGenerator, cfg_combine, check_pretrained, clip_max_length, resolve_dtype,
-    to_unit_range, tokenize,
+    DiffusersGenerator, cfg_combine, clip_max_length, decode_scaled, load_parts, tokenize, vae_scale_2d,
 )
 from vipo.generators.base import Cond, Generator
 from vipo.generators.lora import SD3_LORA_TARGETS
@@ -34,6 +33,7 @@ class SD3Generator(DiffusersGenerator, Generator):
     tokenizers=[tok_l, tok_g, tok_t5])``."""
 
     is_video = False
+    TEXT_ENCODERS = ("CLIP-L", "CLIP-G", "T5")
 
     def __init__(
         self,
@@ -60,52 +60,30 @@ class SD3Generator(DiffusersGenerator, Generator):
         prompt_cache_size: int = 256,  # prompt embeddings kept (LRU); 0: all
     ):
         super().__init__()
-        if path_or_id is not None:
-            loaded = self._load(path_or_id, resolve_dtype(dtype), resolve_dtype(vae_dtype))
-            transformer, vae, text_encoders, tokenizers, cfg_shift = loaded
-            shift = cfg_shift if shift is None else shift
-        if transformer is None or vae is None or text_encoders is None or tokenizers is None:
-            raise ValueError("SD3Generator needs path_or_id or all of transformer, vae, text_encoders, tokenizers")
-        if len(text_encoders) != 3 or len(tokenizers) != 3:
-            raise ValueError("SD3 needs three text encoders and tokenizers: [CLIP-L, CLIP-G, T5]")
-        self.vae_scale = 2 ** (len(vae.config.block_out_channels) - 1)
-        step = self.vae_scale * transformer.config.patch_size
-        if height % step or width % step:
-            raise ValueError(f"SD3 height/width must be multiples of {step}, got {height}x{width}")
-        self.height, self.width = height, width
+        parts = self._components(path_or_id, dict(transformer=transformer, vae=vae, text_encoders=text_encoders,
+                                                  tokenizers=tokenizers), dtype, vae_dtype)
+        if shift is None and path_or_id is not None:
+            shift = parts["scheduler"].get("shift")
+        self._set_size(height, width, vae_scale_2d(parts["vae"]), parts["transformer"].config.patch_size, "SD3")
         self.guidance_scale, self.negative_prompt = guidance_scale, negative_prompt
         self.cfg_no_grad_uncond = cfg_no_grad_uncond
         self.shift = 3.0 if shift is None else shift
         self.max_sequence_length = max_sequence_length
-        self._attach(transformer, vae, text_encoders, tokenizers, dtype=dtype, device=device, vae_dtype=vae_dtype,
-                     lora_rank=lora_rank, lora_alpha=lora_alpha, target_modules=lora_target_modules or SD3_LORA_TARGETS,
+        self._attach(**parts, dtype=dtype, device=device, vae_dtype=vae_dtype, lora_rank=lora_rank,
+                     lora_alpha=lora_alpha, target_modules=lora_target_modules or SD3_LORA_TARGETS,
                      gradient_checkpointing=gradient_checkpointing, prompt_cache_size=prompt_cache_size)
 
-    @staticmethod
-    def _load(path_or_id: str, dtype: torch.dtype, vae_dtype: torch.dtype):
-        from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel
+    def _load(self, path_or_id: str, dtype: torch.dtype, vae_dtype: torch.dtype) -> dict:
+        from diffusers import AutoencoderKL, SD3Transformer2DModel
         from transformers import AutoTokenizer, CLIPTextModelWithProjection, T5EncoderModel
 
-        path = check_pretrained(path_or_id)
-        transformer = SD3Transformer2DModel.from_pretrained(path, subfolder="transformer", torch_dtype=dtype)
-        vae = AutoencoderKL.from_pretrained(path, subfolder="vae", torch_dtype=vae_dtype)
-        encoders = [CLIPTextModelWithProjection.from_pretrained(path, subfolder=s, dtype=dtype)
-                    for s in ("text_encoder", "text_encoder_2")]
-        encoders.append(T5EncoderModel.from_pretrained(path, subfolder="text_encoder_3", dtype=dtype))
-        toks = [AutoTokenizer.from_pretrained(path, subfolder=s) for s in ("tokenizer", "tokenizer_2", "tokenizer_3")]
-        shift = FlowMatchEulerDiscreteScheduler.load_config(path, subfolder="scheduler").get("shift")
-        return transformer, vae, encoders, toks, shift
+        return load_parts(path_or_id, SD3Transformer2DModel, AutoencoderKL,
+                          [CLIPTextModelWithProjection, CLIPTextModelWithProjection, T5EncoderModel],
+                          [AutoTokenizer] * 3, dtype, vae_dtype)
 
     # ------------------------------------------------------------------ interface
     def latent_shape(self) -> tuple[int, ...]:
         return (self.transformer.config.in_channels, self.height // self.vae_scale, self.width // self.vae_scale)
-
-    def encode_prompts(self, prompts: Sequence[str]) -> Cond:
-        cond = self.cache.get(prompts, self.device)
-        if self.guidance_scale > 1.0:
-            neg = self.cache.get([self.negative_prompt], self.device)
-            cond.update({"neg_" + k: v.expand(len(prompts), *v.shape[1:]).clone() for k, v in neg.items()})
-        return cond
 
     def _encode(self, prompts: List[str]) -> Cond:
         clip_l, clip_g, t5 = self.text_encoders
@@ -133,13 +111,9 @@ class SD3Generator(DiffusersGenerator, Generator):
 
     def velocity(self, latents: torch.Tensor, sigma: torch.Tensor, cond: Cond) -> torch.Tensor:
         self._check_latents(latents, multiple=self.transformer.config.patch_size)
-        dev, dt = self.device, self.dtype
-        x = latents.to(device=dev, dtype=dt)  # [B, 16, H, W]
-        s = sigma.to(device=dev, dtype=torch.float32).expand(x.shape[0])  # [B]
-        c = {k: cond[k].to(device=dev, dtype=dt) for k in ("prompt_embeds", "pooled_prompt_embeds")}
-        u = {k: cond.get("neg_" + k, v).to(device=dev, dtype=dt) for k, v in c.items()}
-        if self.guidance_scale > 1.0 and "neg_prompt_embeds" not in cond:
-            raise ValueError("guided velocity needs the negative-prompt entries that encode_prompts adds")
+        x = latents.to(device=self.device, dtype=self.dtype)  # [B, 16, H, W]
+        s = sigma.to(device=self.device, dtype=torch.float32).expand(x.shape[0])  # [B]
+        c, u = self._cfg_pair(cond, ("prompt_embeds", "pooled_prompt_embeds"))
 
         def forward(xx: torch.Tensor, cc: Cond) -> torch.Tensor:
             return self._forward(xx, s.repeat(xx.shape[0] // s.shape[0]), cc)
@@ -149,10 +123,7 @@ class SD3Generator(DiffusersGenerator, Generator):
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         self._check_latents(latents)
-        cfg = self.vae.config
-        z = latents.to(device=self.device, dtype=self.vae_dtype)  # [B, 16, h, w]
-        z = z / cfg.scaling_factor + cfg.shift_factor
-        return to_unit_range(self.vae.decode(z, return_dict=False)[0])  # [B, 3, 8h, 8w]
+        return decode_scaled(self.vae, latents.to(device=self.device, dtype=self.vae_dtype))  # [B, 3, 8h, 8w]
 
     def sigmas(self, num_steps: int) -> torch.Tensor:
         return sigma_schedule(num_steps, self.shift)

@@ -1,16 +1,24 @@
-"""Wan2.1 text-to-video (diffusers ``WanTransformer3DModel`` + ``AutoencoderKLWan``).
+"""Wan2.1 and Wan2.2 text-to-video (diffusers ``WanTransformer3DModel`` + ``AutoencoderKLWan``).
 
-Latents are video ``[B, 16, F_lat, H/8, W/8]`` with ``F_lat = (frames - 1) // 4 + 1`` (the causal VAE
+Latents are video ``[B, C, F_lat, H/s, W/s]`` with ``F_lat = (frames - 1) // 4 + 1`` (the causal VAE
 keeps frame 0 and compresses each following group of 4 frames into one latent frame), so maps are
-per latent frame: ``map_grid() = (F_lat, H/8, W/8)``; ``latent_frame_of`` gives each video frame's
-latent frame.
+per latent frame: ``map_grid() = (F_lat, H/s, W/s)``; ``latent_frame_of`` gives each video frame's
+latent frame. Wan2.1 and Wan2.2 A14B: C = 16, s = 8; Wan2.2 TI2V-5B: C = 48, s = 16 (its own VAE).
+
+Wan2.2 A14B has two experts: ``transformer`` for high noise (``sigma >= boundary_ratio``) and
+``transformer_2`` for low noise; ``velocity`` calls the expert that owns the step (with ``guidance_scale``
+or ``guidance_scale_2``), so rollout and update follow the same switch. ``train_experts`` chooses which
+experts get LoRA (or full fine-tuning); the other is frozen. Checkpoints hold every trained expert.
+TI2V-5B (``expand_timesteps``) gives the transformer one timestep per latent token, as its pipeline does.
 
 Conventions checked against ``diffusers.WanPipeline`` (tests/test_gen_wan.py):
 - timestep = sigma * 1000;
 - text: UMT5 hidden states over ``max_sequence_length`` tokens, zeroed beyond each prompt's length;
 - classifier-free guidance with a negative prompt (default ""; the official scripts use Wan's long
   Chinese negative prompt); ``cfg_no_grad_uncond`` as in the official ViPO Wan script;
-- schedule: static shift (Wan2.1 recommends 3.0 at 480p, 5.0 at 720p; ViPO used 8.0);
+- schedule: static shift (Wan2.1 recommends 3.0 at 480p, 5.0 at 720p; ViPO used 8.0; Wan2.2 A14B 12.0,
+  TI2V-5B 5.0);
+- Wan2.2: expert switch where the pipeline's ``t = 1000 sigma >= 1000 boundary_ratio`` (tests/test_gen_wan22.py);
 - decode: ``latents * latents_std + latents_mean`` (per channel) -> VAE -> [0, 1], [B, 3, frames, H, W].
 """
 
@@ -23,19 +31,23 @@ import torch
 from torch import nn
 
 from vipo.generators._diffusers_utils import (
-    DiffusersGenerator, cfg_combine, check_pretrained, resolve_dtype,
-    to_unit_range, tokenize,
+    DiffusersGenerator, cfg_combine, check_pretrained, denormalize, load_parts, to_unit_range, tokenize,
 )
 from vipo.generators.base import Cond, Generator
 from vipo.generators.lora import WAN_LORA_TARGETS
 from vipo.sde import sigma_schedule
 
 
+EXPERTS = ("both", "high", "low")  # train_experts choices: high = transformer, low = transformer_2
+
+
 class WanGenerator(DiffusersGenerator, Generator):
-    """Wan2.1 T2V. Build with ``WanGenerator("Wan-AI/Wan2.1-T2V-1.3B-Diffusers", ...)`` or
-    ``WanGenerator.from_components(transformer=..., vae=..., text_encoders=[umt5], tokenizers=[tok])``."""
+    """Wan2.1 / Wan2.2 T2V. Build with ``WanGenerator("Wan-AI/Wan2.2-T2V-A14B-Diffusers", ...)`` or
+    ``WanGenerator.from_components(transformer=..., vae=..., text_encoders=[umt5], tokenizers=[tok],
+    transformer_2=..., boundary_ratio=0.875)``."""
 
     is_video = True
+    TEXT_ENCODERS = ("UMT5",)
 
     def __init__(
         self,
@@ -45,6 +57,11 @@ class WanGenerator(DiffusersGenerator, Generator):
         vae: Optional[nn.Module] = None,
         text_encoders: Optional[Sequence[nn.Module]] = None,  # [UMT5EncoderModel]
         tokenizers: Optional[Sequence] = None,
+        transformer_2: Optional[nn.Module] = None,  # Wan2.2 A14B low-noise expert (components; loaded from a path)
+        boundary_ratio: Optional[float] = None,  # Wan2.2 A14B: sigma >= ratio -> transformer; None: from the path
+        guidance_scale_2: Optional[float] = None,  # CFG of the low-noise expert; None: guidance_scale
+        expand_timesteps: Optional[bool] = None,  # Wan2.2 TI2V-5B: per-token timesteps; None: from the path
+        train_experts: str = "both",  # both | high (transformer) | low (transformer_2)
         height: int = 480,  # pixels, multiple of 16
         width: int = 832,
         num_frames: int = 33,  # video frames, 4k + 1
@@ -63,42 +80,70 @@ class WanGenerator(DiffusersGenerator, Generator):
         prompt_cache_size: int = 256,  # prompt embeddings kept (LRU); 0: all
     ):
         super().__init__()
+        parts = self._components(path_or_id, dict(transformer=transformer, vae=vae, text_encoders=text_encoders,
+                                                  tokenizers=tokenizers, transformer_2=transformer_2), dtype, vae_dtype)
         if path_or_id is not None:
-            loaded = self._load(path_or_id, resolve_dtype(dtype), resolve_dtype(vae_dtype))
-            transformer, vae, text_encoders, tokenizers, cfg_shift = loaded
-            shift = cfg_shift if shift is None else shift
-        if transformer is None or vae is None or text_encoders is None or tokenizers is None:
-            raise ValueError("WanGenerator needs path_or_id or all of transformer, vae, text_encoders, tokenizers")
-        if len(text_encoders) != 1 or len(tokenizers) != 1:
-            raise ValueError("Wan needs one text encoder and tokenizer: [UMT5]")
+            sched, index = parts["scheduler"], parts["model_index"]
+            shift = sched.get("flow_shift", sched.get("shift")) if shift is None else shift
+            boundary_ratio = index.get("boundary_ratio") if boundary_ratio is None else boundary_ratio
+            expand_timesteps = index.get("expand_timesteps") if expand_timesteps is None else expand_timesteps
+        self.transformer_2 = parts.pop("transformer_2", None)
+        if (self.transformer_2 is None) != (boundary_ratio is None):
+            raise ValueError("Wan2.2 two-expert models need both transformer_2 and boundary_ratio "
+                             f"(got transformer_2={'set' if self.transformer_2 is not None else None}, "
+                             f"boundary_ratio={boundary_ratio})")
+        if train_experts not in EXPERTS or (train_experts == "low" and self.transformer_2 is None):
+            raise ValueError(f"train_experts={train_experts!r}: choose one of {', '.join(EXPERTS)} "
+                             "('low' needs transformer_2)")
+        self.boundary_ratio, self.train_experts = boundary_ratio, train_experts
+        self.expand_timesteps = bool(expand_timesteps)
+        vae = parts["vae"]
         self.t_scale = int(vae.config.scale_factor_temporal)  # 4
-        self.s_scale = int(vae.config.scale_factor_spatial)  # 8
+        self.s_scale = int(vae.config.scale_factor_spatial)  # 8 (Wan2.2 TI2V-5B: 16)
         if (num_frames - 1) % self.t_scale:
             raise ValueError(f"Wan num_frames must be {self.t_scale}k + 1, got {num_frames}")
-        step = self.s_scale * transformer.config.patch_size[1]
+        step = self.s_scale * parts["transformer"].config.patch_size[1]
         if height % step or width % step:
             raise ValueError(f"Wan height/width must be multiples of {step}, got {height}x{width}")
         self.height, self.width, self.num_frames = height, width, num_frames
         self.guidance_scale, self.negative_prompt = guidance_scale, negative_prompt
+        self.guidance_scale_2 = guidance_scale if guidance_scale_2 is None else guidance_scale_2
         self.cfg_no_grad_uncond = cfg_no_grad_uncond
         self.shift = 5.0 if shift is None else shift
         self.max_sequence_length = max_sequence_length
-        self._attach(transformer, vae, text_encoders, tokenizers, dtype=dtype, device=device, vae_dtype=vae_dtype,
-                     lora_rank=lora_rank, lora_alpha=lora_alpha, target_modules=lora_target_modules or WAN_LORA_TARGETS,
+        self._attach(**parts, dtype=dtype, device=device, vae_dtype=vae_dtype, lora_rank=lora_rank,
+                     lora_alpha=lora_alpha, target_modules=lora_target_modules or WAN_LORA_TARGETS,
                      gradient_checkpointing=gradient_checkpointing, prompt_cache_size=prompt_cache_size)
 
-    @staticmethod
-    def _load(path_or_id: str, dtype: torch.dtype, vae_dtype: torch.dtype):
-        from diffusers import AutoencoderKLWan, FlowMatchEulerDiscreteScheduler, WanTransformer3DModel
+    def _load(self, path_or_id: str, dtype: torch.dtype, vae_dtype: torch.dtype) -> dict:
+        import os
+
+        from diffusers import AutoencoderKLWan, WanPipeline, WanTransformer3DModel
         from transformers import AutoTokenizer, UMT5EncoderModel
 
-        path = check_pretrained(path_or_id)
-        transformer = WanTransformer3DModel.from_pretrained(path, subfolder="transformer", torch_dtype=dtype)
-        vae = AutoencoderKLWan.from_pretrained(path, subfolder="vae", torch_dtype=vae_dtype)
-        umt5 = UMT5EncoderModel.from_pretrained(path, subfolder="text_encoder", dtype=dtype)
-        tok = AutoTokenizer.from_pretrained(path, subfolder="tokenizer")
-        sched = FlowMatchEulerDiscreteScheduler.load_config(path, subfolder="scheduler")
-        return transformer, vae, [umt5], [tok], sched.get("flow_shift", sched.get("shift"))
+        try:  # model_index.json: boundary_ratio, expand_timesteps, transformer_2
+            index = dict(WanPipeline.load_config(check_pretrained(path_or_id)))
+        except EnvironmentError:  # a folder of parts without model_index.json: a Wan2.1-style single model
+            index = {}
+        two = (index.get("transformer_2") or [None])[0] is not None or os.path.isdir(f"{path_or_id}/transformer_2")
+        parts = load_parts(path_or_id, WanTransformer3DModel, AutoencoderKLWan, [UMT5EncoderModel], [AutoTokenizer],
+                           dtype, vae_dtype, **({"transformer_2": WanTransformer3DModel} if two else {}))
+        return {**parts, "model_index": index}
+
+    def _networks(self) -> List[nn.Module]:
+        return [self.transformer] + ([self.transformer_2] if self.transformer_2 is not None else [])
+
+    @property
+    def fsdp_roots(self) -> List[str]:
+        """FSDP shards the experts as separate roots: each step runs only one of them."""
+        return ["transformer"] + (["transformer_2"] if self.transformer_2 is not None else [])
+
+    def _trained_networks(self) -> List[nn.Module]:
+        nets = self._networks()
+        return {"both": nets, "high": nets[:1], "low": nets[1:]}[self.train_experts]
+
+    def _uses_cfg(self) -> bool:
+        return max(self.guidance_scale, self.guidance_scale_2) > 1.0
 
     # ------------------------------------------------------------------ interface
     def latent_frames(self) -> int:
@@ -114,13 +159,6 @@ class WanGenerator(DiffusersGenerator, Generator):
         j = torch.arange(n)
         return (j + self.t_scale - 1) // self.t_scale  # [n]
 
-    def encode_prompts(self, prompts: Sequence[str]) -> Cond:
-        cond = self.cache.get(prompts, self.device)
-        if self.guidance_scale > 1.0:
-            neg = self.cache.get([self.negative_prompt], self.device)
-            cond.update({"neg_" + k: v.expand(len(prompts), *v.shape[1:]).clone() for k, v in neg.items()})
-        return cond
-
     def _encode(self, prompts: List[str]) -> Cond:
         prompts = [re.sub(r"\s+", " ", p).strip() for p in prompts]  # the pipeline's whitespace clean-up
         toks = tokenize(self.tokenizers[0], prompts, self.max_sequence_length)
@@ -129,38 +167,47 @@ class WanGenerator(DiffusersGenerator, Generator):
         states = states * mask.unsqueeze(-1).to(states.dtype)  # [B, L, 4096]: zero past each prompt's end
         return {"prompt_embeds": states.to(self.dtype)}
 
-    def _forward(self, x: torch.Tensor, sigma: torch.Tensor, cond: Cond) -> torch.Tensor:
-        return self.transformer(
-            hidden_states=x,  # [b, 16, F, H, W]
-            timestep=sigma * 1000,  # [b]: Wan expects 1000 * sigma
+    def expert(self, sigma: torch.Tensor) -> tuple[nn.Module, float]:
+        """The network that owns noise level ``sigma`` [B] and its guidance scale: Wan2.2's high-noise expert
+        where the pipeline's timestep ``1000 sigma >= 1000 boundary_ratio``, else the low-noise one."""
+        if self.transformer_2 is None:
+            return self.transformer, self.guidance_scale
+        high = sigma.float() * 1000 >= self.boundary_ratio * 1000  # [B]
+        if not (high.all() or not high.any()):
+            raise ValueError(f"one velocity call spans both Wan2.2 experts (sigmas {sigma.tolist()}, "
+                             f"boundary {self.boundary_ratio}); call it per noise level")
+        return (self.transformer, self.guidance_scale) if high[0] else (self.transformer_2, self.guidance_scale_2)
+
+    def _forward(self, net: nn.Module, x: torch.Tensor, sigma: torch.Tensor, cond: Cond) -> torch.Tensor:
+        t = sigma * 1000  # [b]: Wan expects 1000 * sigma
+        if self.expand_timesteps:  # TI2V-5B: one timestep per latent token of the 2x2 patch grid
+            f, h, w = x.shape[2:]
+            p = self.transformer.config.patch_size
+            t = t[:, None].expand(-1, (f // p[0]) * (h // p[1]) * (w // p[2]))  # [b, tokens]
+        return net(
+            hidden_states=x,  # [b, C, F, H, W]
+            timestep=t,
             encoder_hidden_states=cond["prompt_embeds"],  # [b, L, D]
             return_dict=False,
-        )[0]  # [b, 16, F, H, W]
+        )[0]  # [b, C, F, H, W]
 
     def velocity(self, latents: torch.Tensor, sigma: torch.Tensor, cond: Cond) -> torch.Tensor:
         self._check_latents(latents, multiple=self.transformer.config.patch_size[1])
-        dev, dt = self.device, self.dtype
-        x = latents.to(device=dev, dtype=dt)  # [B, 16, F, H, W]
-        s = sigma.to(device=dev, dtype=torch.float32).expand(x.shape[0])  # [B]
-        c = {"prompt_embeds": cond["prompt_embeds"].to(device=dev, dtype=dt)}
-        u = {"prompt_embeds": cond.get("neg_prompt_embeds", c["prompt_embeds"]).to(device=dev, dtype=dt)}
-        if self.guidance_scale > 1.0 and "neg_prompt_embeds" not in cond:
-            raise ValueError("guided velocity needs the negative-prompt entries that encode_prompts adds")
+        x = latents.to(device=self.device, dtype=self.dtype)  # [B, C, F, H, W]
+        s = sigma.to(device=self.device, dtype=torch.float32).expand(x.shape[0])  # [B]
+        c, u = self._cfg_pair(cond, ("prompt_embeds",))
+        net, scale = self.expert(s)
 
         def forward(xx: torch.Tensor, cc: Cond) -> torch.Tensor:
-            return self._forward(xx, s.repeat(xx.shape[0] // s.shape[0]), cc)
+            return self._forward(net, xx, s.repeat(xx.shape[0] // s.shape[0]), cc)
 
-        v = cfg_combine(forward, x, c, u, self.guidance_scale, self.cfg_no_grad_uncond)  # [B, 16, F, H, W]
+        v = cfg_combine(forward, x, c, u, scale, self.cfg_no_grad_uncond)  # [B, C, F, H, W]
         return v.float()
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         self._check_latents(latents)
-        cfg = self.vae.config
-        shape = (1, cfg.z_dim, 1, 1, 1)
-        mean = torch.tensor(cfg.latents_mean, device=self.device).view(shape)  # [1, 16, 1, 1, 1]
-        std = torch.tensor(cfg.latents_std, device=self.device).view(shape)  # [1, 16, 1, 1, 1]
-        z = (latents.to(self.device).float() * std + mean).to(self.vae_dtype)  # [B, 16, F, h, w]
-        return to_unit_range(self.vae.decode(z, return_dict=False)[0])  # [B, 3, frames, 8h, 8w]
+        z = denormalize(self.vae, latents.to(self.device)).to(self.vae_dtype)  # [B, C, F, h, w]
+        return to_unit_range(self.vae.decode(z, return_dict=False)[0])  # [B, 3, frames, s h, s w]
 
     def sigmas(self, num_steps: int) -> torch.Tensor:
         return sigma_schedule(num_steps, self.shift)
