@@ -10,6 +10,7 @@ of the generator calls them.
 
 from __future__ import annotations
 
+import atexit
 import os
 
 import torch
@@ -20,6 +21,14 @@ def init() -> None:
     """Join the process group when launched with WORLD_SIZE > 1 (gloo on CPU, nccl on GPU)."""
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
         dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+        atexit.register(_shutdown)
+
+
+def _shutdown() -> None:
+    """Leave the process group before the interpreter exits: a gloo group still alive at exit can abort the
+    process ("terminate called without an active exception") after the run has finished."""
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def world_size() -> int:
