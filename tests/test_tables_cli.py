@@ -17,6 +17,7 @@ from vipo.sweep import load_ablation
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURE = REPO / "tests" / "fixtures" / "results_tiny"
+STUDY_FIXTURE = REPO / "tests" / "fixtures" / "study_tiny"  # tests/fixtures/make_study_tiny.py
 NOTEBOOKS = sorted((REPO / "analysis" / "notebooks").glob("*.ipynb"))
 
 
@@ -111,6 +112,7 @@ def test_notebook_executes_on_the_fixture(path, tmp_path, monkeypatch):
     from nbclient import NotebookClient
 
     monkeypatch.setenv("VIPO_RESULTS", str(FIXTURE))
+    monkeypatch.setenv("VIPO_STUDY", str(STUDY_FIXTURE))
     monkeypatch.setenv("VIPO_EXPERIMENT", "toy_redness")
     monkeypatch.setenv("VIPO_OUT", str(tmp_path))
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
@@ -121,11 +123,13 @@ def test_notebook_executes_on_the_fixture(path, tmp_path, monkeypatch):
     assert "finished runs under" in text and "Traceback" not in text
     if path.stem != "toy_study":
         assert "Paper Table" in text
-    if path.stem in ("main_image_table", "main_video_table", "toy_study"):
+    if path.stem in ("main_image_table", "main_video_table"):
         assert "GRPO (scalar advantage) vs ViPO (PSM map x advantage) [toy_redness]" in text
         assert "difference from grpo, paired by seed" in text
     if path.stem == "psm_ablations":
         assert "K = 3 is the best balance" in text and "Missing in psm_sigma-toy_redness" in text
-    if path.stem == "toy_study":
-        assert "ablations with runs: baseline, psm_k, psm_target" in text
-        assert (tmp_path / "baseline-toy_redness_curves.png").exists()
+    if path.stem == "toy_study":  # the study fixture: baseline (2 seeds) and psm_target sharing baseline's ViPO run
+        assert "5 finished runs under" in text and "psm_target: 2 runs" in text
+        assert "GRPO (scalar advantage) vs ViPO (PSM map x advantage) [study_tiny/redness]" in text
+        assert "difference from grpo, paired by seed" in text
+        assert len(list(tmp_path.glob("*baseline*_curves.png"))) == 1 and "image/png" in str(nb.cells[-1].outputs)

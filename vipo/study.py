@@ -174,7 +174,7 @@ def run_study(name: str | Path, extra: Sequence[str] = (), workers: int = 1, roo
     runs, index = plan_study(name, extra, root, seeds_cap)
     write_index(root, index)
     shared = len(index) - len(runs)
-    print(f"[study] {name}: {len(index)} (reward, ablation, cell, seed) entries -> {len(runs)} unique runs "
+    print(f"[study] {spec['name']}: {len(index)} (reward, ablation, cell, seed) entries -> {len(runs)} unique runs "
           f"({shared} shared between ablation files) under {root}", flush=True)
 
     def command(cell: Cell) -> list[str]:
@@ -183,7 +183,7 @@ def run_study(name: str | Path, extra: Sequence[str] = (), workers: int = 1, roo
             return [*runner, f"resume={cell.run_dir}"]
         return [*runner, *cell.overrides, *_run_fields(run, spec["name"])]
 
-    launch([r.cell for r in runs], command, workers, threads, label=f"study {name}")
+    launch([r.cell for r in runs], command, workers, threads, label=f"study {spec['name']}")
     return runs
 
 
