@@ -98,3 +98,18 @@ def test_sweep_cli_runs_a_study(tmp_path, monkeypatch, capsys):
         load_study("nope")
     assert sweep_cli.main(["study=nope"]) == 2
     assert "unknown study 'nope'" in capsys.readouterr().err
+
+
+def test_committed_study_tables_are_what_make_tables_rebuilds(tmp_path):
+    """results/toy_study/tables/ holds exactly what `python -m analysis.tables results/toy_study` (and the
+    toy_study notebook, which calls the same build) makes from the committed run files."""
+    from analysis.make_tables import build
+
+    study = Path(__file__).resolve().parents[1] / "results" / "toy_study"
+    committed = {p.name: p.read_text() for p in (study / "tables").iterdir() if p.suffix in (".md", ".tex", ".csv")}
+    assert committed, "results/toy_study/tables/ has no tables"
+    build(study, tmp_path, figures=False)
+    rebuilt = {p.name: p.read_text() for p in tmp_path.iterdir() if p.suffix in (".md", ".tex", ".csv")}
+    assert sorted(rebuilt) == sorted(committed)
+    for name, text in committed.items():
+        assert rebuilt[name] == text, f"{name} differs from its rebuild: run python -m analysis.tables results/toy_study --out results/toy_study/tables"
