@@ -25,9 +25,9 @@ from pathlib import Path
 from typing import Sequence
 
 from vipo.config import CONFIG_DIR, ConfigError, load
-from vipo.sweep import ROOT, Cell, _check_same_config, _fmt, expand_cells, launch, load_ablation
+from vipo.sweep import ROOT, Cell, _check_same_config, _fmt, expand_cells, launch, load_ablation, resume_or_start
 
-STUDY_KEYS = {"name", "title", "root", "world", "rewards", "parts", "eval", "analysis", "claims"}
+STUDY_KEYS = {"name", "title", "root", "world", "rewards", "parts", "analysis", "claims"}
 PART_KEYS = {"ablation", "seeds", "rewards", "cells"}
 IGNORED = ("run_id", "results_root", "resume", "tags")  # fields that do not make two runs different
 
@@ -86,7 +86,7 @@ def plan_study(name: str | Path, extra: Sequence[str] = (), root: Path | None = 
     Every config is composed and validated here, so a bad cell stops the study before anything runs."""
     spec = load_study(name)
     root = study_root(spec, root)
-    world = [*(spec.get("world") or []), *(f"eval.{k}={_override(v)}" for k, v in (spec.get("eval") or {}).items())]
+    world = list(spec.get("world") or [])
     by_key: dict[tuple[str, str], StudyRun] = {}
     order: list[tuple[int, int, str]] = []
     index: list[dict] = []
@@ -122,12 +122,8 @@ def plan_study(name: str | Path, extra: Sequence[str] = (), root: Path | None = 
                                   "seed": seed, "run": f"{reward}/{run.cell.run_dir.name}"})
     runs = [by_key[k] for _, _, k in sorted(order, key=lambda t: (t[0], t[1]))]
     for run in runs:
-        _check_same_config(_with_run_fields(run, spec["name"], root))
+        _check_same_config(_with_run_fields(run, spec["name"]))
     return runs, index
-
-
-def _override(value) -> str:
-    return json.dumps(value).replace('"', "") if isinstance(value, (list, dict)) else str(value)
 
 
 def _results_root(run_dir: Path) -> str:
@@ -137,21 +133,23 @@ def _results_root(run_dir: Path) -> str:
     return str(parent.relative_to(ROOT)) if parent.is_relative_to(ROOT) else str(parent)
 
 
-def _run_fields(run: StudyRun, study: str) -> list[str]:
+def _run_fields(run: StudyRun, study: str) -> dict:
+    """What a study adds to a run's config besides its overrides: where it lives and its tags."""
     ablation, cell = run.members[0]
-    return [f"train.seed={run.cell.seed}", f"results_root={_results_root(run.cell.run_dir)}",
-            f"run_id={run.cell.run_dir.name}",
-            f"+tags.study={study}", f"+tags.reward={run.reward}", f"+tags.ablation={ablation}",
-            f"+tags.cell={cell}"]
+    return {"run_id": run.cell.run_dir.name, "results_root": _results_root(run.cell.run_dir),
+            "tags": {"study": study, "reward": run.reward, "ablation": ablation, "cell": cell}}
 
 
-def _with_run_fields(run: StudyRun, study: str, root: Path) -> Cell:
+def _run_args(run: StudyRun, study: str) -> list[str]:
+    fields = _run_fields(run, study)
+    return [f"train.seed={run.cell.seed}", f"results_root={fields['results_root']}", f"run_id={fields['run_id']}",
+            *(f"+tags.{k}={v}" for k, v in fields["tags"].items())]
+
+
+def _with_run_fields(run: StudyRun, study: str) -> Cell:
     """The cell as it will be written to config.yaml (run fields included), for the same-config check."""
     cell = run.cell
-    raw = dict(cell.raw)
-    raw.update(run_id=cell.run_dir.name, results_root=_results_root(cell.run_dir),
-               tags={"study": study, "reward": run.reward, "ablation": run.members[0][0], "cell": run.members[0][1]})
-    return Cell(cell.name, cell.overrides, cell.seed, cell.run_dir, raw)
+    return Cell(cell.name, cell.overrides, cell.seed, cell.run_dir, {**cell.raw, **_run_fields(run, study)})
 
 
 def write_index(root: Path, index: list[dict]) -> Path:
@@ -177,11 +175,10 @@ def run_study(name: str | Path, extra: Sequence[str] = (), workers: int = 1, roo
     print(f"[study] {spec['name']}: {len(index)} (reward, ablation, cell, seed) entries -> {len(runs)} unique runs "
           f"({shared} shared between ablation files) under {root}", flush=True)
 
+    by_cell = {id(r.cell): r for r in runs}
+
     def command(cell: Cell) -> list[str]:
-        run = next(r for r in runs if r.cell is cell)
-        if (cell.run_dir / "checkpoints" / "last.pt").exists():
-            return [*runner, f"resume={cell.run_dir}"]
-        return [*runner, *cell.overrides, *_run_fields(run, spec["name"])]
+        return resume_or_start(cell, runner, [*cell.overrides, *_run_args(by_cell[id(cell)], spec["name"])])
 
     launch([r.cell for r in runs], command, workers, threads, label=f"study {spec['name']}")
     return runs

@@ -122,11 +122,15 @@ def _check_same_config(cell: Cell) -> None:
                           "re-run with the same overrides, or move that folder away")
 
 
-def _command(cell: Cell, ablation: str, extra: Sequence[str], runner: Sequence[str]) -> list[str]:
-    args = cell_overrides(cell, ablation, cell.run_dir.parent, extra)
+def resume_or_start(cell: Cell, runner: Sequence[str], args: Sequence[str]) -> list[str]:
+    """The command that trains ``cell``: resume from its checkpoint when one exists, else start with ``args``."""
     if (cell.run_dir / "checkpoints" / "last.pt").exists():
-        args = [f"resume={cell.run_dir}"]
+        return [*runner, f"resume={cell.run_dir}"]
     return [*runner, *args]
+
+
+def _command(cell: Cell, ablation: str, extra: Sequence[str], runner: Sequence[str]) -> list[str]:
+    return resume_or_start(cell, runner, cell_overrides(cell, ablation, cell.run_dir.parent, extra))
 
 
 def run_sweep(ablation: str, seeds: Sequence[int], extra: Sequence[str] = (), workers: int = 1,
