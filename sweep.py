@@ -4,7 +4,7 @@
     python sweep.py ablation=psm_k [seeds=2] [workers=2] [experiment=...] [other overrides]
     python sweep.py search=toy [trials=N] [other overrides]     # Optuna; run it in several shells for more workers
     python sweep.py ablation=psm_k table                        # only print the table of finished cells
-    python sweep.py study=toy [workers=2] [seeds=N]             # several ablations x rewards x seeds, resumable
+    python sweep.py study=toy [workers=2] [seeds=N] [parts=a,b]  # several ablations x rewards x seeds, resumable
 """
 
 import sys

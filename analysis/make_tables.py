@@ -55,7 +55,7 @@ def _figure(rep: Report, out: Path) -> None:
 def _study(sroot: Path, root: Path, names: Sequence[str], out: Path, formats, levels, interval_kind, figures,
            collected: list[str]) -> list[Report]:
     """One report per (reward, ablation) of a study folder (``vipo.study``), from its ``index.json``."""
-    from vipo.study import read_index, study_frame
+    from vipo.study import load_study, read_index, study_frame, study_of_root
     from vipo.sweep import load_ablation
 
     reports = []
@@ -67,8 +67,28 @@ def _study(sroot: Path, root: Path, names: Sequence[str], out: Path, formats, le
             _say(f"study {label}, ablation {ablation}: no finished runs yet")
             continue
         _say(f"study {label}, ablation {ablation}: {len(df)} runs")
-        reports.append(ablation_report(df, load_ablation(ablation), None, levels, interval_kind, label=label))
-        _write(reports[-1], out, formats, figures, collected)
+        spec = load_ablation(ablation)
+        reports.append(ablation_report(df, spec, None, levels, interval_kind, label=label))
+        _write(reports[-1], out, formats, False, collected)
+        if figures:
+            from analysis.study_figures import study_figures
+            from vipo.sweep import cell_names
+
+            for line in study_figures(df, reports[-1].name, out, f"{spec.get('table', ablation)} [{label}]",
+                                      cell_names(spec)):
+                _say(f"  missing in {reports[-1].name}: {line}")
+            _say(f"  figures {out / reports[-1].name}_curves.png, _samples.png")
+    name = study_of_root(sroot)
+    if name and load_study(name).get("claims"):
+        from analysis.claims import claim_table, claims_markdown
+
+        frame = claim_table(name, sroot, interval_kind)
+        text = claims_markdown(frame, f"Claims of study {name}")
+        (out / "claims.md").write_text(text)
+        frame.to_csv(out / "claims.csv", index=False, float_format="%.6g")
+        collected.insert(0, text)
+        counts = frame[frame["reference"] != "all"]["verdict"].value_counts().to_dict() if len(frame) else {}
+        _say(f"study {name}: {len(frame)} claim rows ({counts}) -> {out / 'claims.md'}")
     return reports
 
 

@@ -182,6 +182,24 @@ def matched_view(frame: pd.DataFrame, title: str, reward: str = "eval/reward", r
     return t
 
 
+def pairwise_view(frame: pd.DataFrame, title: str, row_header: str = "cell", notes=(),
+                  name: str = "matched_pairwise", reward: str = "eval/reward") -> Table:
+    """``pairwise_matched_table`` output -> Table with a column per (metric, level step) and one per metric for the
+    mean over levels; each pair has its own levels, so every level entry names its reward."""
+    rlabel = metric_info(reward).label
+    keys = list(dict.fromkeys(zip(frame["metric"], frame["step"])))
+    cols = [_metric_column(m, key=f"{m}@{st}", signed=True, best=False,
+                           label=f"{metric_info(m).label} - ref, " + ("mean over levels" if st == "mean" else
+                                                                       f"level {st}")) for m, st in keys]
+    t = Table(title, row_header, list(dict.fromkeys(frame["cell"])), cols, notes=list(notes), name=name)
+    for rec in frame.itertuples():
+        parts = [] if rec.step == "mean" else [f"{rlabel} {rec.level:g}"]
+        if rec.n:
+            parts.append(f"{rec.n_sign}/{rec.n} same sign" if rec.paired else "unpaired")
+        t.entries[(rec.cell, f"{rec.metric}@{rec.step}")] = Entry(rec.mean, rec.lo, rec.hi, int(rec.n), "; ".join(parts))
+    return t
+
+
 def paper_view(frame: pd.DataFrame, paper: dict, experiment: str | None = None, name: str | None = None) -> Table:
     """``paper_side_by_side`` output -> Table with "paper" and "ours" columns for each of the paper's columns."""
     experiment = experiment or paper["experiment"]

@@ -12,13 +12,17 @@ from typing import Sequence
 import pandas as pd
 
 from analysis.metrics import METRICS
-from analysis.render import Table, cells_view, markdown, matched_view, paired_view, paper_view
+from analysis.render import Table, cells_view, markdown, matched_view, paired_view, pairwise_view, paper_view
 from analysis.tables import (CELL, MissingData, cell_table, eval_curve, matched_paired_table, matched_reward_table,
-                             numeric, paired_table, paper_side_by_side, reward_levels)
+                             numeric, paired_table, pairwise_matched_table, paper_side_by_side,
+                             reward_levels)
 
 REWARD = "eval/reward"
 INTERVAL_NAMES = {"t": "Student-t", "bootstrap": "bootstrap"}
 SIGN_NOTE = "(k/n same sign): seeds whose difference has the sign of the mean"
+PAIRWISE_NOTE = ("levels: 3 evenly inside the reward range the cell and the reference both cover (above the highest "
+                 "start, below the lower median best reward); mean over levels: per seed, the mean difference over "
+                 "the levels both runs reach, then its interval over seeds")
 
 
 @dataclass
@@ -62,12 +66,20 @@ def _matched(runs, metrics, cells, by, levels, interval_kind, confidence, title,
     if not any(eval_curve(d, [REWARD])[REWARD].notna().any() for d in runs["run_dir"]):
         missing.append(f"matched reward: no run has {REWARD} evaluation rows in metrics.jsonl")
         return []
+    tables = []
+    if reference and not levels and (runs[by].astype(str) == reference).any():
+        pw = pairwise_matched_table(runs, structure, reference, REWARD, cells, by, interval_kind=interval_kind,
+                                    confidence=confidence)
+        if len(pw):
+            tables.append(pairwise_view(pw, f"{title}: difference from {reference} at matched reward, each pair at "
+                                            f"levels inside the range both cover, paired by seed",
+                                        notes=[SIGN_NOTE, PAIRWISE_NOTE], reward=REWARD))
     levels = list(levels) if levels else reward_levels(runs, REWARD, by=by)
     if not levels:
         missing.append("matched reward: the cells' evaluation curves share no reward range; no matched-reward table")
-        return []
+        return tables
     frame = matched_reward_table(runs, levels, structure, REWARD, cells, by, interval_kind, confidence)
-    tables = [matched_view(frame, f"{title}: structure at matched reward (interpolated on each run's evaluation "
+    tables[:0] = [matched_view(frame, f"{title}: structure at matched reward (interpolated on each run's evaluation "
                                   f"curve, never extrapolated)", REWARD, name="matched")]
     if reference and (runs[by].astype(str) == reference).any():
         diff = matched_paired_table(runs, levels, structure, reference, REWARD, cells, by,

@@ -5,6 +5,8 @@
 - ``paired_table``: every cell minus a reference cell, paired by seed, with the count of seeds that agree in sign;
 - ``matched_values`` / ``matched_reward_table``: structure metrics interpolated at given reward levels along each
   run's evaluation curve (``metrics.jsonl``); a run whose curve never reaches a level is counted, not extrapolated;
+- ``pairwise_matched_table``: each cell against the reference at levels inside the range that pair covers, and
+  the per-seed mean over those levels (the single number a claim is judged on);
 - ``paper_side_by_side``: the paper's rows (``analysis/paper/*.yaml``) beside ours.
 
     python -m analysis.tables results [--ablation NAME ...] [--format md,tex,csv] [--out DIR]
@@ -178,6 +180,58 @@ def reward_levels(runs: pd.DataFrame, reward: str = "eval/reward", count: int = 
     if not hi > lo:
         return []
     return [float(f"{lo + (hi - lo) * (i + 1) / (count + 1):.2g}") for i in range(count)]
+
+
+def pairwise_levels(runs: pd.DataFrame, cell: str, reference: str, reward: str = "eval/reward", count: int = 3,
+                    by: str = CELL) -> list[float]:
+    """``reward_levels`` of the runs of ``cell`` and ``reference`` only: the range this pair covers, so a slow third
+    cell does not pull every comparison down to the rewards it reaches."""
+    for c in (cell, reference):  # both need an evaluation curve, or there is no shared range
+        if not any(eval_curve(d, [reward])[reward].notna().any() for d in _runs_of(runs, c, by)["run_dir"]):
+            return []
+    pair = runs[runs[by].astype(str).isin([cell, reference])]
+    return reward_levels(pair, reward, count, by)
+
+
+MEAN_LEVEL = "mean"  # the ``step`` of the per-seed mean over a pair's levels
+
+
+def pairwise_matched_table(runs: pd.DataFrame, metrics: Sequence[str], reference: str, reward: str = "eval/reward",
+                           cells: Sequence[str] | None = None, by: str = CELL, seed: str = SEED, count: int = 3,
+                           interval_kind: str = "t", confidence: float = 0.95) -> pd.DataFrame:
+    """Every cell against ``reference`` at matched reward, each pair at its own ``pairwise_levels``. One row per
+    (cell, metric, step): ``step`` 1..count is a level (``level`` holds its reward), paired by seed over the seeds
+    where both runs reach it; step ``"mean"`` is, per seed, the mean of the differences over the levels both runs
+    reach, and its interval over seeds (a seed whose pair reaches no level is left out). A pair sharing no reward
+    range gets no rows. Raises ``MissingData`` if the reference has no runs."""
+    if _runs_of(runs, reference, by).empty:
+        raise MissingData(f"reference cell {reference!r} has no finished run")
+    out = []
+    for cell in cell_order(runs, cells, by):
+        if cell == reference or _runs_of(runs, cell, by).empty:
+            continue
+        levels = pairwise_levels(runs, cell, reference, reward, count, by)
+        if not levels:
+            continue
+        pair = runs[runs[by].astype(str).isin([cell, reference])]
+        values = matched_values(pair, levels, metrics, reward, by, seed)
+        for m in metrics:
+            per_seed: dict[int, list[float]] = {}
+            for step, level in enumerate(levels, 1):
+                at = values[values["level"] == level]
+                a, b = _by_seed(_runs_of(at, cell, by), m, seed), _by_seed(_runs_of(at, reference, by), m, seed)
+                d = paired_difference(a, b, interval_kind, confidence)
+                out.append({"cell": cell, "step": str(step), "level": level, "metric": m, **d._asdict(),
+                            "reference": reference})
+                for s in set(a) & set(b):
+                    if math.isfinite(a[s]) and math.isfinite(b[s]):
+                        per_seed.setdefault(s, []).append(a[s] - b[s])
+            mean_diff = {s: float(np.mean(v)) for s, v in per_seed.items()}
+            d = paired_difference(mean_diff, {s: 0.0 for s in mean_diff}, interval_kind, confidence)
+            out.append({"cell": cell, "step": MEAN_LEVEL, "level": math.nan, "metric": m, **d._asdict(),
+                        "reference": reference})
+    cols = ["cell", "step", "level", "metric", "mean", "lo", "hi", "n", "n_sign", "paired", "reference"]
+    return pd.DataFrame(out, columns=cols)
 
 
 # -- the paper's numbers ------------------------------------------------------------------------------------------

@@ -53,7 +53,15 @@ def _tiny_study(tmp_path: Path) -> Path:
 
 def test_a_tiny_study_runs_resumes_and_renders_its_tables(tmp_path, capsys):
     spec, root = _tiny_study(tmp_path), tmp_path / "out"
+    with pytest.raises(ConfigError, match="has no part\\(s\\) \\['psm_k'\\]"):
+        run_study(spec, root=root, only_parts=["psm_k"])
+    # one part first: psm_target needs only the vipo run it shares with baseline
+    first = run_study(spec, workers=2, root=root, only_parts=["psm_target"])
+    assert [r.cell.run_dir.name for r in first] == ["baseline.vipo-s0"]
+    assert len(read_index(root)) == 3  # the index lists the whole study all the same
+    capsys.readouterr()
     runs = run_study(spec, workers=2, root=root)
+    assert "2 runs, 1 done, 1 to run" in capsys.readouterr().out
     assert [r.cell.run_dir.name for r in runs] == ["baseline.grpo-s0", "baseline.vipo-s0"]
     # psm_target's map_x_advantage cell is the default ViPO config: it reuses baseline's vipo run
     index = read_index(root)
@@ -86,6 +94,12 @@ def test_bad_study_files_name_the_problem(tmp_path):
     bad.write_text("name: b\nrewards: {redness: [reward=redness]}\nparts: [{ablation: baseline, cells: [vipoo]}]\n")
     with pytest.raises(ConfigError, match="has no cell\\(s\\) \\['vipoo'\\]"):
         plan_study(bad, root=tmp_path)
+    bad.write_text("name: b\nrewards: {redness: [reward=redness]}\nparts: [{ablation: baseline}]\nclaims: [{claim: x, "
+                   "ablation: baseline, cell: vipo, reference: grpo, metric: eval/shape_acc, at: end}]\n")
+    from analysis.claims import claim_table
+
+    with pytest.raises(ValueError, match="'at' must be one of \\('matched', 'final'\\), got 'end'"):
+        claim_table(bad, tmp_path)
     with pytest.raises(ConfigError, match="unknown study 'toyy'"):
         load_study("toyy")
 

@@ -3,6 +3,7 @@
 import json
 import math
 
+import pandas as pd
 import pytest
 import yaml
 from scipy import stats
@@ -11,7 +12,7 @@ from analysis.render import latex, markdown
 from analysis.report import ablation_report
 from analysis.stats import bootstrap_interval, interpolate_at, t_interval, verdict, welch_difference
 from analysis.tables import (MissingData, cell_table, matched_reward_table, matched_values, paired_table,
-                            with_verdicts)
+                             pairwise_levels, pairwise_matched_table, with_verdicts)
 from vipo.config import ConfigError
 from vipo.results import collect
 
@@ -128,6 +129,33 @@ def test_matched_reward_interpolates_and_counts_unreached(runs):
     assert (g7["reached"], g7["n"]) == (0, 0) and math.isnan(g7["mean"])
 
 
+def test_pairwise_levels_and_mean_over_levels(runs):
+    # grpo tops 0.6 (median 0.6), vipo tops 0.3, 0.3, 0.5 (median 0.3), every start 0: levels 3/4 evenly in (0, 0.3)
+    # at 2 significant digits: 0.075, 0.15, 0.225 (stored 0.22499... -> 0.22); random and ones have no curve
+    assert pairwise_levels(runs, "vipo", "grpo") == [0.075, 0.15, 0.22]
+    t = pairwise_matched_table(runs, ["eval/shape_acc"], "grpo")
+    assert set(t["cell"]) == {"vipo"}  # cells without an evaluation curve share no range with grpo: no rows
+    # grpo seed s on (0, 1) -> (0.2, 0.8 - 0.1 s) -> (0.6, 0.4); vipo seeds 0, 1 on (0, 1) -> (0.1, 0.9) -> (0.3, 0.7)
+    # and seed 2 on (0, 1) -> (0.1, 0.9) -> (0.5, 0.7). Shape at the three levels:
+    #   grpo s0 0.925 0.85 0.78 | s1 0.8875 0.775 0.685 | s2 0.85 0.7 0.59
+    #   vipo s0 0.925 0.85 0.78 | s1 0.925  0.85  0.78  | s2 0.925 0.875 0.84
+    # vipo - grpo: s0 0 0 0 | s1 0.0375 0.075 0.095 | s2 0.075 0.175 0.25
+    diffs = {"1": [0, 0.0375, 0.075], "2": [0, 0.075, 0.175], "3": [0, 0.095, 0.25]}
+    for step, d in diffs.items():
+        r = row(t, "vipo", "eval/shape_acc", step=step)
+        sd = stats.tstd(d)
+        assert r["mean"] == pytest.approx(sum(d) / 3) and r["n"] == 3 and r["n_sign"] == 2
+        assert r["hi"] - r["mean"] == pytest.approx(T2 * sd / math.sqrt(3))
+    per_seed = [0.0, (0.0375 + 0.075 + 0.095) / 3, (0.075 + 0.175 + 0.25) / 3]  # mean over the levels, per seed
+    m = row(t, "vipo", "eval/shape_acc", step="mean")
+    assert m["mean"] == pytest.approx(sum(per_seed) / 3)  # 0.0786
+    assert m["lo"] == pytest.approx(m["mean"] - T2 * stats.tstd(per_seed) / math.sqrt(3))
+    assert with_verdicts(t).set_index("step")["verdict"]["mean"] == "undecided"  # 0.079 ± 0.21 includes 0
+    rep = ablation_report(runs, SPEC, "toy_redness")
+    pw = next(x for x in rep.tables if x.name == "matched_pairwise")
+    assert "reward 0.075; 2/3 same sign" in markdown(pw)  # each level entry names its reward level
+
+
 def test_interpolation_edges():
     # first crossing (0 -> 0.2), not the later ones (0.2 -> 0.1, 0.1 -> 0.5): 1.0 + (0.15 / 0.2)(0.8 - 1.0) = 0.85
     assert interpolate_at([0.0, 0.2, 0.1, 0.5], [1.0, 0.8, 0.0, 0.0], 0.15) == pytest.approx(0.85)
@@ -185,3 +213,40 @@ def test_ablation_reference_must_be_a_cell(tmp_path, monkeypatch):
     monkeypatch.setattr(sweep, "CONFIG_DIR", tmp_path)
     with pytest.raises(ConfigError, match=r"reference 'nope' .* is not a cell; cells: \['a', 'b'\]"):
         sweep.load_ablation("bad")
+
+
+def test_claim_effect_and_verdicts(runs):
+    from analysis.claims import _combine, _effect, claims_markdown
+
+    df = runs[runs["tags.cell"].isin(["grpo", "vipo", "ones"])]
+    claim = {"claim": "vipo keeps shape", "cell": "vipo", "metric": "eval/shape_acc"}
+    e = _effect(df, claim, "grpo", "t", 0.95)  # the per-seed mean over levels of test_pairwise_levels...: 0.0786
+    assert e["effect"] == pytest.approx((0.0 + 0.207500 / 3 + 0.5 / 3) / 3, abs=1e-6)
+    assert (e["n"], e["n_sign"], e["verdict"], e["levels"]) == (3, 2, "undecided", "0.075, 0.15, 0.22")
+    # at the final evaluation: FD vipo - grpo on the paired seeds 0, 1 is -5 and -5 (seed 2's is NaN): no spread,
+    # the interval is the point -5, on the better (lower) side
+    f = _effect(df, {**claim, "metric": "eval/fd", "at": "final"}, "grpo", "t", 0.95)
+    assert (f["effect"], f["lo"], f["hi"], f["n"], f["verdict"]) == (-5.0, -5.0, -5.0, 2, "holds")
+    none = _effect(df, claim, "random", "t", 0.95)  # random is not in df
+    assert none["verdict"] == "undecided" and none["levels"] == "no finished run of random"
+    assert _combine(["holds", "holds"]) == "holds" and _combine(["holds", "undecided"]) == "undecided"
+    assert _combine(["holds", "fails"]) == "fails" and _combine([]) == "undecided"
+    frame = pd.DataFrame([{"claim": "c", "reward": "redness", **e}, {"claim": "c", "reward": "redness", **f}])
+    text = claims_markdown(frame)
+    assert "| c | redness | vipo vs grpo | shape acc. | 0.075, 0.15, 0.22 | +0.079 [" in text
+    assert "| FD | final | -5.0 [-5.0, -5.0] (2/2) | 2 | **holds** |" in text  # FD has one digit
+
+
+def test_study_figure_bands(runs, tmp_path):
+    from analysis.study_figures import cell_curves, interval_curves, sample_grid
+
+    c = cell_curves(runs, "grpo", "eval/shape_acc", points=4)
+    # evaluation rows after 0, 10, 20 iterations; reward 0, 0.2, 0.6 on every seed (no spread)
+    assert c["iteration"] == [0, 10, 20] and [r[0] for r in c["reward"]] == pytest.approx([0.0, 0.2, 0.6])
+    # matched levels linspace(0, 0.6, 4); at 0.2 the seeds' shapes are 0.8, 0.7, 0.6: 0.7 ± T2 * 0.1 / sqrt(3)
+    assert c["levels"] == pytest.approx([0.0, 0.2, 0.4, 0.6])
+    mean, lo, hi = c["matched"][1]
+    assert mean == pytest.approx(0.7) and hi - mean == pytest.approx(T2 * 0.1 / math.sqrt(3))
+    assert interval_curves(runs, tmp_path / "c.png", title="t").stat().st_size > 10_000
+    path, missing = sample_grid(runs[runs["tags.cell"] == "grpo"], tmp_path / "s.png", [0.2])
+    assert path is None and "grpo:" in missing[0] and "samples_it00009.png not found" in missing[0]

@@ -66,6 +66,19 @@ def load_study(name: str | Path) -> dict:
     return spec
 
 
+def study_of_root(root: Path) -> str | None:
+    """The name of the study file in ``experiments/study/`` whose results folder is ``root`` (None if none)."""
+    root = Path(root).resolve()
+    for path in sorted((CONFIG_DIR / "study").glob("*.yaml")):
+        try:
+            spec = load_study(path)
+        except ConfigError:
+            continue
+        if study_root(spec).resolve() == root:
+            return path.stem
+    return None
+
+
 def _seeds(value) -> list[int]:
     return list(range(value)) if isinstance(value, int) else [int(s) for s in value]
 
@@ -164,8 +177,12 @@ def write_index(root: Path, index: list[dict]) -> Path:
 
 
 def run_study(name: str | Path, extra: Sequence[str] = (), workers: int = 1, root: Path | None = None, threads: int = 1,
-              runner: Sequence[str] | None = None, seeds_cap: int | None = None) -> list[StudyRun]:
-    """Run every unfinished run of the study (resuming started ones); returns the plan."""
+              runner: Sequence[str] | None = None, seeds_cap: int | None = None,
+              only_parts: Sequence[str] | None = None) -> list[StudyRun]:
+    """Run every unfinished run of the study (resuming started ones); returns the runs launched.
+
+    ``only_parts`` (ablation names) runs just the runs those parts need (a run shared with another part counts);
+    the index still lists the whole study, so tables show what is missing."""
     runner = list(runner or [sys.executable, str(ROOT / "train.py")])
     spec = load_study(name)
     root = study_root(spec, root)
@@ -175,6 +192,13 @@ def run_study(name: str | Path, extra: Sequence[str] = (), workers: int = 1, roo
     print(f"[study] {spec['name']}: {len(index)} (reward, ablation, cell, seed) entries -> {len(runs)} unique runs "
           f"({shared} shared between ablation files) under {root}", flush=True)
 
+    if only_parts:
+        known = [p["ablation"] for p in spec["parts"]]
+        unknown = [p for p in only_parts if p not in known]
+        if unknown:
+            raise ConfigError(f"config error: study {spec['name']} has no part(s) {unknown}; its parts: {known}")
+        runs = [r for r in runs if any(abl in only_parts for abl, _ in r.members)]
+        print(f"[study] parts {list(only_parts)}: {len(runs)} of those runs", flush=True)
     by_cell = {id(r.cell): r for r in runs}
 
     def command(cell: Cell) -> list[str]:

@@ -69,8 +69,10 @@ def _study(name: str, argv: list[str], only_table: bool) -> int:
     spec = load_study(name)
     workers = int(_take(argv, "workers", "1"))
     cap = _take(argv, "seeds")  # seeds=N caps every part at its first N seeds (for a quick pass)
+    parts = _take(argv, "parts")  # parts=main,psm_k runs only the runs those parts need (main comparison first)
     if not only_table:
-        run_study(name, argv, workers=workers, seeds_cap=int(cap) if cap else None)
+        run_study(name, argv, workers=workers, seeds_cap=int(cap) if cap else None,
+                  only_parts=parts.split(",") if parts else None)
     from vipo.study import print_tables
 
     print_tables(name, study_root(spec))
