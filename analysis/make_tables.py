@@ -59,8 +59,10 @@ def _study(sroot: Path, root: Path, names: Sequence[str], out: Path, formats, le
     from vipo.sweep import load_ablation
 
     reports = []
-    pairs = dict.fromkeys((e["reward"], e["ablation"]) for e in read_index(sroot) if e["ablation"] in names)
+    index = read_index(sroot)
+    pairs = dict.fromkeys((e["reward"], e["ablation"]) for e in index if e["ablation"] in names)
     for reward, ablation in pairs:
+        part_cells = {e["cell"] for e in index if (e["reward"], e["ablation"]) == (reward, ablation)}
         label = f"{sroot.relative_to(root) if sroot != root else sroot.name}/{reward}"
         df = study_frame(sroot, reward, ablation)
         if df.empty:
@@ -68,14 +70,14 @@ def _study(sroot: Path, root: Path, names: Sequence[str], out: Path, formats, le
             continue
         _say(f"study {label}, ablation {ablation}: {len(df)} runs")
         spec = load_ablation(ablation)
-        reports.append(ablation_report(df, spec, None, levels, interval_kind, label=label))
+        reports.append(ablation_report(df, spec, None, levels, interval_kind, label=label, cells=part_cells))
         _write(reports[-1], out, formats, False, collected)
         if figures:
             from analysis.study_figures import study_figures
             from vipo.sweep import cell_names
 
             for line in study_figures(df, reports[-1].name, out, f"{spec.get('table', ablation)} [{label}]",
-                                      cell_names(spec)):
+                                      [c for c in cell_names(spec) if c in part_cells]):
                 _say(f"  missing in {reports[-1].name}: {line}")
             _say(f"  figures {out / reports[-1].name}_curves.png, _samples.png")
     name = study_of_root(sroot)

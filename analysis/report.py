@@ -91,16 +91,17 @@ def _matched(runs, metrics, cells, by, levels, interval_kind, confidence, title,
 
 def ablation_report(runs: pd.DataFrame, spec: dict, experiment: str | None, levels: Sequence[float] | None = None,
                     interval_kind: str = "t", confidence: float = 0.95, reference: str | None = None,
-                    label: str | None = None) -> Report:
+                    label: str | None = None, cells: Sequence[str] | None = None) -> Report:
     """Tables of an ablation (``vipo.sweep.load_ablation`` spec) on one experiment (None: every run tagged with the
     ablation, e.g. a study's frame of one reward): cells, differences from the reference cell (``reference:`` of
     the spec unless given) and matched reward. ``label`` names the group in titles and file names (default: the
-    experiment)."""
+    experiment); ``cells`` keeps a subset of the ablation's cells (a study part's ``cells:``), in the file's order."""
     from vipo.sweep import cell_names
 
     runs = sweep_runs(runs, spec["name"], experiment)
     label = label or experiment or "all runs"
-    cells, metrics = cell_names(spec), list(spec.get("metrics") or eval_metrics(runs))
+    cells = [c for c in cell_names(spec) if cells is None or c in cells]
+    metrics = list(spec.get("metrics") or eval_metrics(runs))
     rep = Report(f"{spec['name']}-{label}".replace("/", "-").replace(" ", "_"),
                  missing=_missing(runs, cells, metrics, CELL))
     if len(runs):

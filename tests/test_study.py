@@ -81,6 +81,7 @@ def test_a_tiny_study_runs_resumes_and_renders_its_tables(tmp_path, capsys):
     print_tables(spec, root)
     out = capsys.readouterr().out
     assert "GRPO (scalar advantage) vs ViPO" in out and "grpo" in out and "map_x_advantage" in out
+    assert "| map_x_reward |" not in out  # psm_target's other cell is not part of this study: no empty row
 
 
 def test_bad_study_files_name_the_problem(tmp_path):

@@ -256,6 +256,6 @@ def print_tables(name: str | Path, root: Path) -> None:
             if df.empty:
                 print(f"\n{abl.get('table', part['ablation'])}  [reward: {reward}]\n(no finished runs)")
                 continue
-            rep = ablation_report(df, abl, None, label=f"reward: {reward}")
+            rep = ablation_report(df, abl, None, label=f"reward: {reward}", cells=part.get("cells"))
             print("\n" + "\n".join(markdown(t) for t in rep.tables))
             print("".join(f"missing: {m}\n" for m in rep.missing), end="")
