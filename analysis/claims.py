@@ -113,10 +113,19 @@ def claims_markdown(frame: pd.DataFrame, title: str = "Claims") -> str:
         elif pd.isna(r.lo):
             eff = f"{_fmt(r.effect, digits)} (one seed: no interval)"
         else:
-            eff = f"{_fmt(r.effect, digits)} [{_fmt(r.lo, digits)}, {_fmt(r.hi, digits)}] ({r.n_sign}/{r.n})"
+            eff = f"{_fmt(r.effect, digits)} [{_fmt(r.lo, digits)}, {_fmt(r.hi, digits)}] ({int(r.n_sign)}/{int(r.n)})"
         lines.append(f"| {r.claim} | {r.reward} | {r.cell} vs {r.reference} | {metric_info(r.metric).label} | "
-                     f"{r.levels} | {eff} | {r.n} | **{r.verdict}** |")
+                     f"{r.levels} | {eff} | {int(r.n)} | **{r.verdict}** |")
     return "\n".join(lines) + "\n"
+
+
+def write_claims(name: str, root: Path, out: Path, interval_kind: str = "t") -> tuple[str, pd.DataFrame]:
+    """``claims.md`` and ``claims.csv`` of a study into ``out`` (what ``make tables`` writes); returns both."""
+    frame = claim_table(name, root, interval_kind)
+    text = claims_markdown(frame, f"Claims of study {name}")
+    (out / "claims.md").write_text(text)
+    frame.to_csv(out / "claims.csv", index=False, float_format="%.6g")
+    return text, frame
 
 
 def main(argv: Sequence[str] | None = None) -> int:

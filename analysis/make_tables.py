@@ -82,12 +82,9 @@ def _study(sroot: Path, root: Path, names: Sequence[str], out: Path, formats, le
             _say(f"  figures {out / reports[-1].name}_curves.png, _samples.png")
     name = study_of_root(sroot)
     if name and load_study(name).get("claims"):
-        from analysis.claims import claim_table, claims_markdown
+        from analysis.claims import write_claims
 
-        frame = claim_table(name, sroot, interval_kind)
-        text = claims_markdown(frame, f"Claims of study {name}")
-        (out / "claims.md").write_text(text)
-        frame.to_csv(out / "claims.csv", index=False, float_format="%.6g")
+        text, frame = write_claims(name, sroot, out, interval_kind)
         collected.insert(0, text)
         counts = frame[frame["reference"] != "all"]["verdict"].value_counts().to_dict() if len(frame) else {}
         _say(f"study {name}: {len(frame)} claim rows ({counts}) -> {out / 'claims.md'}")
