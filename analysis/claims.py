@@ -21,7 +21,7 @@ import pandas as pd
 
 from analysis.metrics import direction, metric_info
 from analysis.stats import verdict
-from analysis.tables import MissingData, paired_table, pairwise_matched_table, pairwise_levels
+from analysis.tables import MissingData, paired_table, pairwise_matched_table
 
 COLUMNS = ["claim", "reward", "cell", "reference", "metric", "levels", "effect", "lo", "hi", "n", "n_sign",
            "verdict"]
@@ -48,11 +48,11 @@ def _effect(df: pd.DataFrame, claim: dict, reference: str, interval_kind: str, c
     else:
         t = pairwise_matched_table(df, [metric], reference, cells=[cell], interval_kind=interval_kind,
                                    confidence=confidence)
-        t = t[(t["cell"] == cell) & (t["step"] == "mean")]
-        if t.empty:
+        mine = t[t["cell"] == cell]
+        if mine.empty:
             return {**base, "verdict": "undecided", "levels": "the pair shares no reward range"}
-        r = t.iloc[0]
-        base["levels"] = ", ".join(f"{v:g}" for v in pairwise_levels(df, cell, reference))
+        r = mine[mine["step"] == "mean"].iloc[0]
+        base["levels"] = ", ".join(f"{v:g}" for v in mine.loc[mine["step"] != "mean", "level"])  # the pair's levels
     v = verdict(r["lo"], r["hi"], direction(metric) or 1)
     return {**base, "effect": r["mean"], "lo": r["lo"], "hi": r["hi"], "n": int(r["n"]), "n_sign": int(r["n_sign"]),
             "verdict": v}
