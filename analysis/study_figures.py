@@ -91,11 +91,12 @@ def interval_curves(runs: pd.DataFrame, out: str | Path, metric: str = "eval/sha
     return Path(out)
 
 
-def nearest_eval(run_dir: str | Path, level: float) -> tuple[int, float]:
-    """(evaluation row iteration, its reward) of the evaluation point whose reward is nearest ``level``."""
-    c = eval_curve(run_dir, [REWARD]).dropna()
-    i = int((c[REWARD] - level).abs().idxmin())
-    return int(c["iteration"][i]) - 1, float(c[REWARD][i])
+def nearest_eval(curve: pd.DataFrame, level: float) -> tuple[int, float]:
+    """(evaluation row iteration, its reward) of the point of ``curve`` (``eval_curve`` with the reward) whose
+    reward is nearest ``level``."""
+    c = curve.dropna(subset=[REWARD])
+    i = (c[REWARD] - level).abs().idxmin()
+    return int(c.loc[i, "iteration"]) - 1, float(c.loc[i, REWARD])
 
 
 def sample_grid(runs: pd.DataFrame, out: str | Path, levels: Sequence[float], title: str = "",
@@ -111,14 +112,15 @@ def sample_grid(runs: pd.DataFrame, out: str | Path, levels: Sequence[float], ti
         if sub.empty:
             continue
         run = sub.sort_values("seed").iloc[0]
+        curve = eval_curve(run["run_dir"], [REWARD])  # read once: every level of the row uses it
+        best = float(curve[REWARD].max())
         row = []
         for level in levels:
-            it, reward = nearest_eval(run["run_dir"], level)
+            it, reward = nearest_eval(curve, level)
             path = Path(run["run_dir"]) / "images" / f"samples_it{it:05d}.png"
             if not path.exists():
                 missing.append(f"{cell}: {path} not found")
                 break
-            best = float(eval_curve(run["run_dir"], [REWARD])[REWARD].max())
             short = " (never reaches the level)" if best < level else ""
             row.append((f"{cell} s{run['seed']}, it {it + 1}, reward {reward:.3f}{short}",
                         np.asarray(Image.open(path).convert("RGB"))))

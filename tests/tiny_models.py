@@ -223,3 +223,17 @@ def euler(gen, x: torch.Tensor, sigmas: torch.Tensor, cond) -> torch.Tensor:
         s = sigmas[k].expand(x.shape[0])  # [B]
         x = x + (sigmas[k + 1] - sigmas[k]) * gen.velocity(x, s, cond)
     return x
+
+
+def ours_against_pipeline(gen, pipe, x0: torch.Tensor, images: torch.Tensor, prompts, steps: int,
+                          atol: float = 1e-4) -> torch.Tensor:
+    """The shared half of a pipeline comparison: the pipeline's scheduler ran our schedule, and our Euler loop
+    from the same noise, decoded, gives its images (float32, same shape, within ``atol``); returns ours."""
+    sigmas = gen.sigmas(steps)
+    assert torch.allclose(pipe.scheduler.sigmas.float(), sigmas, atol=1e-6)
+    with torch.no_grad():
+        ours = gen.decode(euler(gen, x0, sigmas, gen.encode_prompts(prompts)))
+    assert ours.shape == images.shape and ours.dtype == torch.float32
+    diff = (ours - images.float()).abs().max().item()
+    assert diff < atol, diff
+    return ours
