@@ -3,11 +3,13 @@
 - ``interval_curves``: per cell, the evaluation reward and a structure metric against iteration, and the metric
   against reward (matched reward), each the mean over seeds with its 95% Student-t band;
 - ``sample_grid``: per cell, the evaluation samples of its first seed at the evaluation point whose reward is
-  nearest a given level (``images/samples_it*.png`` written by the trainer; cells without them are named).
+  nearest a given level (``images/samples_it*.png`` written by the trainer; cells without them are named), with
+  the list of the images it read beside it (``*_samples.txt``: what a study commits of its runs' images).
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Sequence
 
@@ -99,13 +101,11 @@ def nearest_eval(curve: pd.DataFrame, level: float) -> tuple[int, float]:
     return int(c.loc[i, "iteration"]) - 1, float(c.loc[i, REWARD])
 
 
-def sample_grid(runs: pd.DataFrame, out: str | Path, levels: Sequence[float], title: str = "",
-                cells: Sequence[str] | None = None) -> tuple[Path | None, list[str]]:
-    """One row per cell, one column per level: its first seed's evaluation samples at the evaluation point whose
-    reward is nearest the level (a run whose best reward stays below the level says so); returns (path or None,
-    cells without sample images)."""
-    from PIL import Image
-
+def grid_images(runs: pd.DataFrame, levels: Sequence[float], cells: Sequence[str] | None = None
+                ) -> tuple[list[list[tuple[str, Path]]], list[str]]:
+    """The sample images a grid shows: one row per cell, one (label, path) per level (its first seed's evaluation
+    samples at the evaluation point whose reward is nearest the level; a run whose best reward stays below the
+    level says so in the label), and lines naming cells whose images are missing (those cells get no row)."""
     grid, missing = [], []
     for cell in cell_order(runs, cells):
         sub = runs[runs[CELL].astype(str) == cell]
@@ -122,10 +122,20 @@ def sample_grid(runs: pd.DataFrame, out: str | Path, levels: Sequence[float], ti
                 missing.append(f"{cell}: {path} not found")
                 break
             short = " (never reaches the level)" if best < level else ""
-            row.append((f"{cell} s{run['seed']}, it {it + 1}, reward {reward:.3f}{short}",
-                        np.asarray(Image.open(path).convert("RGB"))))
+            row.append((f"{cell} s{run['seed']}, it {it + 1}, reward {reward:.3f}{short}", path))
         else:
             grid.append(row)
+    return grid, missing
+
+
+def sample_grid(runs: pd.DataFrame, out: str | Path, levels: Sequence[float], title: str = "",
+                cells: Sequence[str] | None = None) -> tuple[Path | None, list[str]]:
+    """The grid of ``grid_images`` as one figure; returns (path or None, cells without sample images). The
+    images it read are listed beside it (``<out stem>.txt``, one path per line) so that they can be committed."""
+    from PIL import Image
+
+    rows, missing = grid_images(runs, levels, cells)
+    grid = [[(label, np.asarray(Image.open(p).convert("RGB"))) for label, p in row] for row in rows]
     if not grid:
         return None, missing
     plt = _plt()
@@ -142,6 +152,8 @@ def sample_grid(runs: pd.DataFrame, out: str | Path, levels: Sequence[float], ti
     fig.tight_layout()
     fig.savefig(out, dpi=100)
     plt.close(fig)
+    listed = [os.path.relpath(p, Path(out).parent) for row in rows for _, p in row]  # relative to the figure
+    Path(out).with_suffix(".txt").write_text("".join(f"{p}\n" for p in listed))
     return Path(out), missing
 
 

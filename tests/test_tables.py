@@ -2,6 +2,7 @@
 
 import json
 import math
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -250,3 +251,15 @@ def test_study_figure_bands(runs, tmp_path):
     assert interval_curves(runs, tmp_path / "c.png", title="t").stat().st_size > 10_000
     path, missing = sample_grid(runs[runs["tags.cell"] == "grpo"], tmp_path / "s.png", [0.2])
     assert path is None and "grpo:" in missing[0] and "samples_it00009.png not found" in missing[0]
+    from PIL import Image
+
+    first = Path(runs[runs["tags.cell"] == "grpo"].sort_values("seed")["run_dir"].iloc[0])
+    (first / "images").mkdir(exist_ok=True)
+    for it in (9, 19):  # reward 0.2 after 10 iterations, 0.6 after 20
+        Image.new("RGB", (32, 32), (it * 10, 0, 0)).save(first / "images" / f"samples_it{it:05d}.png")
+    (tmp_path / "g").mkdir()
+    path, missing = sample_grid(runs[runs["tags.cell"] == "grpo"], tmp_path / "g" / "s.png", [0.25, 0.9])
+    assert path.exists() and missing == []
+    listed = (tmp_path / "g" / "s.txt").read_text().split()  # nearest 0.25: it 10; 0.9 (never reached): it 20
+    assert [Path(p).name for p in listed] == ["samples_it00009.png", "samples_it00019.png"]
+    assert all((tmp_path / "g" / p).resolve() == (first / "images" / Path(p).name).resolve() for p in listed)
