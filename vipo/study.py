@@ -27,7 +27,7 @@ from typing import Sequence
 from vipo.config import CONFIG_DIR, ConfigError, load
 from vipo.sweep import ROOT, Cell, _check_same_config, _fmt, expand_cells, launch, load_ablation, resume_or_start
 
-STUDY_KEYS = {"name", "title", "root", "world", "rewards", "parts", "analysis", "claims"}
+STUDY_KEYS = {"name", "title", "root", "world", "rewards", "parts", "analysis", "claims", "confirmatory"}
 PART_KEYS = {"ablation", "seeds", "rewards", "cells"}
 IGNORED = ("run_id", "results_root", "resume", "tags")  # fields that do not make two runs different
 
@@ -63,6 +63,10 @@ def load_study(name: str | Path) -> dict:
             if r not in spec["rewards"]:
                 raise ConfigError(f"config error: part {part['ablation']} of {path} names reward {r!r}; "
                                   f"the study's rewards are {sorted(spec['rewards'])}")
+    if spec.get("confirmatory") is not None:  # pre-registered claims (vipo/confirm.py)
+        from vipo.confirm import check_block
+
+        check_block(spec, path)
     return spec
 
 

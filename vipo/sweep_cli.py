@@ -31,10 +31,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         print(sys.modules["sweep"].__doc__)
         return 0
-    only_table = "table" in argv
-    argv = [a for a in argv if a != "table"]
+    only_table, freeze = "table" in argv, "freeze" in argv
+    argv = [a for a in argv if a not in ("table", "freeze")]
     ablation, search, study = _take(argv, "ablation"), _take(argv, "search"), _take(argv, "study")
     try:
+        if study and freeze:
+            from vipo.confirm import freeze as freeze_plan
+
+            freeze_plan(study)
+            return 0
         if study:
             return _study(study, argv, only_table)
         if search:
