@@ -48,6 +48,11 @@ def test_frozen_plan_is_judged_then_a_changed_study_is_refused(study, capsys):
     path, root = study
     with pytest.raises(PlanError, match="plan.json not found"):
         check_plan(path, root)
+    from vipo.study import run_study
+
+    with pytest.raises(PlanError, match="plan.json not found"):  # no run starts before the plan is frozen
+        run_study(path, root=root)
+    assert not root.exists()
     plan_path = freeze(path, root)
     plan = json.loads(plan_path.read_text())
     assert plan["study_sha256"] and plan["parts"][0]["seeds"] == [100, 101, 102, 103]

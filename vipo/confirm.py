@@ -151,7 +151,10 @@ def plan_of(spec: dict, path: Path) -> dict:
     """What a frozen plan records (without the time and the commit)."""
     from vipo.study import _seeds
 
-    return {"study": spec["name"], "study_file": str(path), "study_sha256": sha256(path),
+    from vipo.sweep import ROOT
+
+    where = path.resolve().relative_to(ROOT.resolve()).as_posix() if _inside_repo(path) else str(path)
+    return {"study": spec["name"], "study_file": where, "study_sha256": sha256(path),
             "confirmatory": spec["confirmatory"], "world": spec.get("world") or [], "rewards": spec["rewards"],
             "parts": [{**p, "seeds": _seeds(p.get("seeds", [0]))} for p in spec["parts"]]}
 

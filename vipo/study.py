@@ -190,6 +190,10 @@ def run_study(name: str | Path, extra: Sequence[str] = (), workers: int = 1, roo
     runner = list(runner or [sys.executable, str(ROOT / "train.py")])
     spec = load_study(name)
     root = study_root(spec, root)
+    if spec.get("confirmatory"):  # pre-registered: runs only against the frozen plan (vipo/confirm.py)
+        from vipo.confirm import check_plan
+
+        check_plan(name, root)
     runs, index = plan_study(name, extra, root, seeds_cap)
     write_index(root, index)
     shared = len(index) - len(runs)
