@@ -162,10 +162,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         conf = _confirmatory(args.study, args.root)
-    except PlanError as e:
+        frame = claim_table(args.study, args.root, args.interval)
+    except (PlanError, FileNotFoundError) as e:
         print(str(e), file=sys.stderr)
         return 2
-    frame = claim_table(args.study, args.root, args.interval)
     if conf is None:
         print(claims_markdown(frame))
     else:
