@@ -43,7 +43,7 @@ def test_frozen_plan_is_judged_then_a_changed_study_is_refused(study, capsys):
     from analysis.claims import main as claims_main
     from analysis.confirm import confirmatory_table
     from vipo.confirm import PlanError, check_plan, freeze
-    from vipo.sweep_cli import main as sweep_main
+    from sweep import main as sweep_main
 
     path, root = study
     with pytest.raises(PlanError, match="plan.json not found"):
