@@ -45,9 +45,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ablation, search, study = _take(argv, "ablation"), _take(argv, "search"), _take(argv, "study")
     try:
         if study and freeze:
-            from vipo.confirm import freeze as freeze_plan
+            from vipo.study import freeze_study
 
-            freeze_plan(study)
+            freeze_study(study)
             return 0
         if study:
             return _study(study, argv, only_table)

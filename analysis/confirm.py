@@ -42,12 +42,12 @@ def _adjust(p: list[float], correction: str, alpha: float) -> tuple[list[float],
 def confirmatory_table(name: str | Path, root: str | Path | None = None) -> tuple[pd.DataFrame, dict]:
     """One row per confirmatory claim (the primary family) and the frozen plan it was judged with. Raises
     ``vipo.confirm.PlanError`` when the study has no frozen plan or changed since."""
-    from vipo.confirm import check_plan, planned_seeds
+    from vipo.confirm import check_plan, planned_seeds, study_path
     from vipo.study import load_study, study_frame, study_root
 
     spec = load_study(name)
     root = study_root(spec, Path(root) if root else None)
-    plan = check_plan(name, root)
+    plan = check_plan(spec, study_path(name), root)
     block = plan["confirmatory"]
     alpha, correction = float(block.get("alpha", 0.05)), block.get("correction", "holm")
     rows = []

@@ -42,12 +42,13 @@ def study(tmp_path):
 def test_frozen_plan_is_judged_then_a_changed_study_is_refused(study, capsys):
     from analysis.claims import main as claims_main
     from analysis.confirm import confirmatory_table
-    from vipo.confirm import PlanError, check_plan, freeze
+    from vipo.confirm import PlanError, check_plan
+    from vipo.study import freeze_study as freeze, load_study
     from sweep import main as sweep_main
 
     path, root = study
     with pytest.raises(PlanError, match="plan.json not found"):
-        check_plan(path, root)
+        check_plan(load_study(path), path, root)
     from vipo.study import run_study
 
     with pytest.raises(PlanError, match="plan.json not found"):  # no run starts before the plan is frozen

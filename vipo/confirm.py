@@ -43,28 +43,30 @@ def study_path(name: str | Path) -> Path:
     return Path(name) if str(name).endswith(".yaml") else CONFIG_DIR / "study" / f"{name}.yaml"
 
 
-def study_seeds(spec: dict) -> set[int]:
-    from vipo.study import _seeds
+def seeds_of(value) -> list[int]:
+    """A part's ``seeds``: a count N (seeds 0..N-1) or a list."""
+    return list(range(value)) if isinstance(value, int) else [int(s) for s in value]
 
+
+def study_seeds(spec: dict) -> set[int]:
     out: set[int] = set()
     for part in spec["parts"]:
-        out |= set(_seeds(part.get("seeds", [0])))
+        out |= set(seeds_of(part.get("seeds", [0])))
     return out
 
 
 def planned_seeds(parts: list[dict], ablation: str, cell: str) -> set[int]:
     """Seeds the parts of ``ablation`` that run ``cell`` plan for it."""
-    from vipo.study import _seeds
-
     out: set[int] = set()
     for p in parts:
         if p["ablation"] == ablation and (not p.get("cells") or cell in p["cells"]):
-            out |= set(_seeds(p.get("seeds", [0])))
+            out |= set(seeds_of(p.get("seeds", [0])))
     return out
 
 
-def check_block(spec: dict, path: Path) -> None:
-    """Validate a study's ``confirmatory:`` block (a ConfigError naming the file, key and value)."""
+def check_block(spec: dict, path: Path, load_study=None) -> None:
+    """Validate a study's ``confirmatory:`` block (a ConfigError naming the file, key and value); ``load_study``
+    (name -> spec) reads the pilot, whose seeds must not be reused."""
     block = spec.get("confirmatory")
     if block is None:
         return
@@ -111,9 +113,7 @@ def check_block(spec: dict, path: Path) -> None:
             raise ConfigError(f"{where}.levels[{c['reward']!r}] must be a list of fixed numbers (claim "
                               f"{c['claim']!r}), got {lv!r}")
     pilot = block.get("pilot")
-    if pilot is not None:
-        from vipo.study import load_study
-
+    if pilot is not None and load_study is not None:
         shared = sorted(study_seeds(spec) & study_seeds(load_study(pilot)))
         if shared:
             raise ConfigError(f"{where}: seeds {shared} are also seeds of the pilot study {pilot!r}; "
@@ -149,27 +149,21 @@ def _commit_of(path: Path) -> tuple[str | None, bool]:
 
 def plan_of(spec: dict, path: Path) -> dict:
     """What a frozen plan records (without the time and the commit)."""
-    from vipo.study import _seeds
-
     from vipo.sweep import ROOT
 
     where = path.resolve().relative_to(ROOT.resolve()).as_posix() if _inside_repo(path) else str(path)
     return {"study": spec["name"], "study_file": where, "study_sha256": sha256(path),
             "confirmatory": spec["confirmatory"], "world": spec.get("world") or [], "rewards": spec["rewards"],
-            "parts": [{**p, "seeds": _seeds(p.get("seeds", [0]))} for p in spec["parts"]]}
+            "parts": [{**p, "seeds": seeds_of(p.get("seeds", [0]))} for p in spec["parts"]]}
 
 
-def freeze(name: str | Path, root: Path | None = None, require_commit: bool = True) -> Path:
-    """Write ``<root>/plan.json`` for a study with a ``confirmatory:`` block; refuses once a run has finished or
-    when a different plan is already frozen. In the repository, the study file must be committed unchanged
-    (``require_commit``), so the recorded commit holds exactly the file whose hash the plan carries."""
-    from vipo.study import load_study, plan_study, study_root
-
-    path = study_path(name)
-    spec = load_study(name)
+def freeze(spec: dict, path: Path, root: Path, index: list[dict], require_commit: bool = True) -> Path:
+    """Write ``<root>/plan.json`` for the study ``spec`` (read from ``path``; ``index``: its entries, from
+    ``vipo.study.plan_study``); refuses once a run has finished or when a different plan is already frozen. In the
+    repository, the study file must be committed unchanged (``require_commit``), so the recorded commit holds
+    exactly the file whose hash the plan carries. ``vipo.study.freeze_study`` is the entry point."""
     if not spec.get("confirmatory"):
         raise ConfigError(f"config error: {path} has no 'confirmatory:' block; nothing to freeze")
-    root = study_root(spec, root)
     plan_path = root / PLAN
     head, committed = _commit_of(path)
     if require_commit and head is not None and not committed and _inside_repo(path):
@@ -184,7 +178,6 @@ def freeze(name: str | Path, root: Path | None = None, require_commit: bool = Tr
             return plan_path
         raise PlanError(f"{plan_path} already holds a different frozen plan; a changed plan is a new study "
                         f"(new name, new root)")
-    _, index = plan_study(name, root=root)
     done = sorted({e["run"] for e in index if (root / e["run"] / "summary.json").exists()})
     if done:
         raise PlanError(f"{root}: {len(done)} run(s) of study {spec['name']} already finished (e.g. {done[0]}); "
@@ -206,14 +199,9 @@ def _inside_repo(path: Path) -> bool:
     return path.resolve().is_relative_to(ROOT.resolve())
 
 
-def check_plan(name: str | Path, root: Path | None = None) -> dict:
-    """The frozen plan of a confirmatory study, after checking that the study still matches it; a PlanError
-    naming what changed otherwise."""
-    from vipo.study import load_study, study_root
-
-    path = study_path(name)
-    spec = load_study(name)
-    root = study_root(spec, root)
+def check_plan(spec: dict, path: Path, root: Path) -> dict:
+    """The frozen plan of the confirmatory study ``spec`` (read from ``path``, results in ``root``), after checking
+    that the study still matches it; a PlanError naming what changed otherwise."""
     plan_path = root / PLAN
     if not plan_path.exists():
         raise PlanError(f"{plan_path} not found: confirmatory claims are judged only against a frozen plan "
