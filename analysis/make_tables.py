@@ -33,6 +33,8 @@ def _write(rep: Report, out: Path, formats: Sequence[str], figures: bool, collec
         _figure(rep, out)
     for line in rep.missing:
         _say(f"  missing in {rep.name}: {line}")
+    for line in rep.environment:
+        _say(f"  warning in {rep.name}: {line}")
 
 
 def _figure(rep: Report, out: Path) -> None:
