@@ -26,6 +26,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -147,14 +148,19 @@ def package_info_file(env: str) -> Path:
 
 
 # --------------------------------------------------------------------------------------- videos
-def write_mp4(video: torch.Tensor, path: Path, fps: int) -> None:
+def partial_dir(videos: Path, rank: int = 0) -> Path:
+    """Where a rank writes a video before renaming it into ``videos`` (same file system, never read by VBench)."""
+    return videos.with_name(videos.name + ".partial") / f"rank{rank}"
+
+
+def write_mp4(video: torch.Tensor, path: Path, fps: int, tmp_dir: Optional[Path] = None) -> None:
     """video [3, F, H, W] in [0, 1] -> H.264 mp4 (imageio-ffmpeg; libx264, quality 8 as Wan's own
-    ``cache_video``). Written to ``<videos>.partial/`` and renamed, so the folder VBench reads holds only
-    whole videos."""
+    ``cache_video``). Written to ``tmp_dir`` (default ``<videos>.partial/rank0``) and renamed, so the folder
+    VBench reads holds only whole videos."""
     import imageio.v2 as imageio
 
     frames = (video.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 3, 0).cpu().numpy()  # [F, H, W, 3]
-    tmp_dir = path.parent.with_name(path.parent.name + ".partial")
+    tmp_dir = tmp_dir or partial_dir(path.parent)
     tmp_dir.mkdir(parents=True, exist_ok=True)
     tmp = tmp_dir / path.name
     # macro_block_size=1: keep odd sizes as they are (VBench reads the frames, not a padded picture)
@@ -187,12 +193,9 @@ def generate_videos(generator, suite, plan, videos: Path, num_steps: int, batch_
         lat = sample_ode(generator, prompts, num_steps, None, micro_batch=batch_size, noise=noise)
         frames = decode(generator, lat, batch_size)  # [n, 3, F, H, W] in [0, 1]
         for (i, j, _), video in zip(rows, frames):
-            write_mp4(video, videos / video_name(suite[i].prompt, j), fps)
+            write_mp4(video, videos / video_name(suite[i].prompt, j), fps, partial_dir(videos, rank))
         print(f"[vipo.eval] rank {rank}: videos {min(len(mine), (b + 1) * batch_size)}/{len(mine)}  "
               f"{time.perf_counter() - tic:.1f}s", flush=True)
-    partial = videos.with_name(videos.name + ".partial")
-    if partial.is_dir() and not any(partial.iterdir()):
-        partial.rmdir()
     return len(mine)
 
 
@@ -316,6 +319,7 @@ def evaluate_vbench_suite(args) -> dict:
     dist.barrier()
     if not dist.is_main():
         return {}
+    shutil.rmtree(videos.with_name(videos.name + ".partial"), ignore_errors=True)  # every rank has finished
 
     vb_device = opts.device or ("cpu" if device.type == "cpu" else "cuda")
     report = run_vbench(opts.env, videos, out / "results", dimensions, mode, vb_device, cache_dir, missing,
