@@ -251,6 +251,10 @@ def test_cli_options_and_errors(tmp_path, capsys):
         parse_options({"dimension": "scene"})
     info = tmp_path / "VBench_full_info.json"
     info.write_text(json.dumps(MINI_INFO))
+    (tmp_path / "fakeenv" / "bin").mkdir(parents=True)
+    (tmp_path / "fakeenv" / "bin" / "python").write_text("")  # never run: the toy generator is refused first
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a red ball\n")
     cases = [
         (["generator=toy", "metrics=[reward]", "vbench.prompts=x"], "metrics does not list vbench"),
         (["generator=toy", "metrics=[vbench,hps]"], "evaluate ['hps'] in a separate call"),
@@ -260,6 +264,9 @@ def test_cli_options_and_errors(tmp_path, capsys):
         (["experiment=no_such", "metrics=[vbench]"], "unknown experiment 'no_such'"),
         (["generator=toy", "metrics=[vbench]", "vbench.prompts=standard", f"vbench.env={tmp_path / 'noenv'}"],
          "VBench environment"),
+        (["generator=toy", "metrics=[vbench]", f"vbench.prompts={prompts}", f"vbench.env={tmp_path / 'fakeenv'}",
+          "vbench.dimensions=[temporal_flickering]", f"out={tmp_path / 'out'}", "device=cpu"],
+         "ToyGenerator generates images"),
     ]
     for argv, needle in cases:
         assert main(argv) != 0, argv

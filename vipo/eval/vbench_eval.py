@@ -210,7 +210,7 @@ def run_vbench(env: str, videos: Path, out: Path, dimensions: List[str], mode: s
                "device": device, "cache_dir": str(Path(cache_dir).expanduser().resolve()), "skip": skip,
                "full_info": str(info_file.resolve()) if info_file else None,
                "modules": {d: list(EXTRA_MODULES.get(d, ())) for d in dimensions}}
-    req_path = out / "request.json"
+    req_path = (out / "request.json").resolve()  # the runner starts in out/
     req_path.write_text(json.dumps(request, indent=1), encoding="utf-8")
     env_vars = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
     cmd = [str(env_python(env)), str(RUNNER), str(req_path)]
@@ -310,6 +310,8 @@ def evaluate_vbench_suite(args) -> dict:
     applied: dict = {}
     if suite and any(not (videos / _name(suite, i, j)).is_file() for i, j, _ in plan):
         generator, _, _ = load_model(args, cfg, device)
+        if not getattr(generator, "is_video", False):
+            raise ConfigError(f"metrics=[vbench] scores videos; {type(generator).__name__} generates images")
         applied = apply_generator_settings(generator, gen_settings)
         if dist.is_main() and applied:
             print(f"[vipo.eval] sampling settings: {applied}", flush=True)
@@ -353,7 +355,7 @@ def evaluate_vbench_suite(args) -> dict:
             continue
         note = ("all dimensions" if t["complete"] else
                 f"zero-filled {t['zero_filled']}" if t["zero_filled"] else
-                f"PARTIAL: covers {t['covers']}, missing {len(t['missing'])}")
+                f"PARTIAL, not VBench's number: covers {t['covers']}, {len(t['missing'])} missing")
         print(f"[vipo.eval] {total_metric(k, t):>22s}: {100 * t['value']:.2f}%  ({note})", flush=True)
     print(f"[vipo.eval] wrote {out / 'vbench_summary.json'}; appended {len(rows)} rows to {records_path(args, out)}",
           flush=True)
