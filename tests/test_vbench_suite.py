@@ -7,6 +7,7 @@ on the result files beside them (checks/make_vbench_fixture.py).
 
 import inspect
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -196,6 +197,12 @@ def test_eval_records_reach_the_results_table(tmp_path):
     assert row["eval/vbench_total"] == 0.81  # the latest record
     assert row["eval/videoalign_vq"] == 3.5  # the run's own summary wins
     assert "eval/vbench_scene" not in df.columns
+    (run / "eval" / "summary.jsonl").write_text(json.dumps({"metric": "vbench_total", "value": 0.5}) + "\n")
+    assert collect(tmp_path / "runs")["eval/vbench_total"].iloc[0] == 0.5  # builds the cache
+    with open(run / "eval" / "summary.jsonl", "a") as f:
+        f.write(json.dumps({"metric": "vbench_total", "value": 0.6}) + "\n")
+    os.utime(run / "eval" / "summary.jsonl", (2e9, 2e9))  # newer than the cache
+    assert collect(tmp_path / "runs")["eval/vbench_total"].iloc[0] == 0.6  # a new record rebuilds it
 
 
 # ------------------------------------------------------------------------------- preset and options
