@@ -30,7 +30,7 @@ import shutil
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Dict, List, Optional
@@ -61,21 +61,12 @@ class VBenchOptions:
 
 
 def parse_options(raw: Optional[dict]) -> VBenchOptions:
-    import typing
-
-    from vipo.config import _coerce, _suggest
+    from vipo.config import section
 
     raw = dict(raw or {})
-    hints = typing.get_type_hints(VBenchOptions)
-    names = [f.name for f in fields(VBenchOptions)]
-    kwargs: Dict[str, Any] = {}
-    for key, value in raw.items():
-        if key not in hints:
-            raise ConfigError(f"unknown option vbench.{key}{_suggest(key, names)}")
-        if key == "dimensions" and isinstance(value, str):
-            value = [value]
-        kwargs[key] = _coerce(value, hints[key], f"vbench.{key}")
-    opts = VBenchOptions(**kwargs)
+    if isinstance(raw.get("dimensions"), str):
+        raw["dimensions"] = [raw["dimensions"]]
+    opts = section(VBenchOptions, raw, where="vbench", what="option")
     for key in ("samples_per_prompt", "fps", "max_prompts"):
         v = getattr(opts, key)
         if v is not None and v < 1:
