@@ -77,7 +77,7 @@ $(VBENCH)/.installed: checks/vbench_env.sh checks/vbench-requirements.txt
 
 vbench-env: $(VBENCH)/.installed  ## the VBench environment, ~7 minutes on 2 cores, 6.7 GB
 
-check-vbench: setup vbench-env  ## the real VBench on tiny-Wan videos (slow tests), ~N minutes
+check-vbench: setup vbench-env  ## the real VBench on tiny-Wan videos (slow tests), ~7 minutes on 2 busy cores
 	VIPO_VBENCH_ENV=$(VBENCH) $(PYTHON) -m pytest -m "slow or not slow" tests/test_vbench_e2e.py tests/test_vbench_suite.py
 
 vbench-fixture: setup  ## rewrite tests/fixtures/vbench from VBench's cal_final_score.py (VBENCH_REPO=<checkout>)
