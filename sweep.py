@@ -5,6 +5,7 @@
     python sweep.py search=toy [trials=N] [other overrides]     # Optuna; run it in several shells for more workers
     python sweep.py ablation=psm_k table                        # only print the table of finished cells
     python sweep.py study=toy [workers=2] [seeds=N] [parts=a,b]  # several ablations x rewards x seeds, resumable
+    python sweep.py study=toy_confirm freeze                    # write the plan of its confirmatory claims
 
 The runs are ``vipo.sweep`` / ``vipo.study`` / ``vipo.hpo``; the tables printed at the end are the analysis
 layer's (``analysis.report``), built from the summaries.
@@ -39,10 +40,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not argv or "-h" in argv or "--help" in argv:
         print(__doc__)
         return 0
-    only_table = "table" in argv
-    argv = [a for a in argv if a != "table"]
+    only_table, freeze = "table" in argv, "freeze" in argv
+    argv = [a for a in argv if a not in ("table", "freeze")]
     ablation, search, study = _take(argv, "ablation"), _take(argv, "search"), _take(argv, "study")
     try:
+        if study and freeze:
+            from vipo.study import freeze_study
+
+            freeze_study(study)
+            return 0
         if study:
             return _study(study, argv, only_table)
         if search:
