@@ -5,6 +5,7 @@
     python sweep.py search=toy [trials=N] [other overrides]     # Optuna; run it in several shells for more workers
     python sweep.py ablation=psm_k table                        # only print the table of finished cells
     python sweep.py study=toy [workers=2] [seeds=N] [parts=a,b]  # several ablations x rewards x seeds, resumable
+    python sweep.py ablation=psm_k plan [experiment=flux_hps] [gpus=8 gpu=h100 mfu=0.3]  # cost before launch
 """
 
 import sys

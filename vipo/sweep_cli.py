@@ -32,9 +32,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(sys.modules["sweep"].__doc__)
         return 0
     only_table = "table" in argv
-    argv = [a for a in argv if a != "table"]
+    only_plan = "plan" in argv
+    argv = [a for a in argv if a not in ("table", "plan")]
     ablation, search, study = _take(argv, "ablation"), _take(argv, "search"), _take(argv, "study")
     try:
+        if only_plan:
+            return _plan(ablation, study, argv)
         if study:
             return _study(study, argv, only_table)
         if search:
@@ -58,6 +61,45 @@ def main(argv: Sequence[str] | None = None) -> int:
         title = f"{spec.get('table', ablation)}: mean ± 95% t interval over seeds"
         print("\n" + (markdown(cells_view(cells, title)) if cells is not None else f"{title}\n(no finished runs)"))
     except ConfigError as e:
+        print(str(e), file=sys.stderr)
+        return 2
+    return 0
+
+
+def _plan(ablation: str | None, study: str | None, argv: list[str]) -> int:
+    """``sweep.py ablation=<name>|study=<name> plan [gpus=N gpu=h100 mfu=0.3 ...]``: cost of every run before launch
+    (vipo.plan), written beside the results as plan.json."""
+    from pathlib import Path
+
+    from vipo.plan.arch import PlanError
+    from vipo.plan.cli import plan_runs, split_options
+
+    try:
+        opts, extra = split_options(argv)
+        if study:
+            from vipo.study import load_study, plan_study, study_root
+
+            spec = load_study(study)
+            runs, _ = plan_study(study, extra)
+            items = [(f"{r.reward}/{r.cell.run_dir.name}", [*r.cell.overrides, f"train.seed={r.cell.seed}"])
+                     for r in runs]
+            out = study_root(spec) / "plan.json"
+            title = f"study {study}: {len(items)} runs"
+        elif ablation:
+            from vipo.sweep import cell_overrides, default_root, load_ablation, plan
+
+            spec = load_ablation(ablation)
+            seeds = _seeds(_take(extra, "seeds"), spec.get("seeds"))
+            root = default_root(ablation, extra)
+            cells = plan(ablation, seeds, extra, root)
+            items = [(f"{c.name}-s{c.seed}", cell_overrides(c, ablation, root, extra)) for c in cells]
+            out = root / "plan.json"
+            title = f"ablation {ablation}: {len(items)} runs ({spec.get('table', ablation)})"
+        else:
+            print("sweep.py plan needs ablation=<name> or study=<name>", file=sys.stderr)
+            return 2
+        plan_runs(items, opts, title, Path(opts["out"]) if opts["out"] else out)
+    except PlanError as e:
         print(str(e), file=sys.stderr)
         return 2
     return 0
