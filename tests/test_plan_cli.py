@@ -88,10 +88,10 @@ def test_verdicts_for_configs_that_do_not_fit(toy):
 
 
 def test_sweep_plan_of_an_ablation(tmp_path, capsys):
-    from vipo.sweep_cli import main as sweep_main
+    from vipo.plan.cli import plan_sweep
 
     out = tmp_path / "plan.json"
-    assert sweep_main(["ablation=psm_k", "plan", "experiment=toy_demo", "gpus=1", f"out={out}"]) == 0
+    assert plan_sweep(["ablation=psm_k", "experiment=toy_demo", "gpus=1", f"out={out}"]) == 0
     doc = json.loads(out.read_text())
     assert doc["total"]["runs"] == len(doc["runs"]) == 12  # 6 cells x 2 seeds
     assert doc["total"]["gpu_hours"] == pytest.approx(sum(r["gpu_hours"] for r in doc["runs"]))

@@ -118,11 +118,22 @@ def render(s: dict) -> str:
     return "\n".join(lines)
 
 
-def plan_one(overrides: Sequence[str], opts: dict) -> dict:
+def plan_one(overrides: Sequence[str], opts: dict, cache: Optional[dict] = None) -> dict:
+    """Plan the run ``overrides`` compose to. ``cache``: reuse the estimate of a run that differs only in what
+    costs nothing (seed, run folder, tags, PSM settings other than the map source)."""
     from vipo.config import load
 
-    cfg, _ = load(list(overrides))
-    cost = estimate(cfg, fsdp=opts["fsdp"], gpus=opts["gpus"])
+    cfg, raw = load(list(overrides))
+    key = json.dumps({k: raw.get(k) for k in ("generator", "reward", "backbone", "sde", "eval", "experiment")}
+                     | {"train": {k: v for k, v in raw["train"].items() if k != "seed"},
+                        "advantage": raw["advantage"]["mode"], "map": raw["psm"].get("source")}, sort_keys=True,
+                     default=str)
+    if cache is not None and key in cache:
+        cost = cache[key]
+    else:
+        cost = estimate(cfg, fsdp=opts["fsdp"], gpus=opts["gpus"])
+        if cache is not None:
+            cache[key] = cost
     return summarise(cost, opts["gpus"], opts["gpu"], opts["mfu"], opts["margin"])
 
 
@@ -132,12 +143,8 @@ def plan_runs(runs: Sequence[tuple[str, list[str]]], opts: dict, title: str, out
     cache: dict = {}
     rows = []
     for i, (label, ov) in enumerate(runs):
-        key = json.dumps(sorted(a for a in ov if not a.startswith(("train.seed=", "run_id=", "results_root=",
-                                                                   "+tags."))))
-        if key not in cache:
-            print(f"[plan] {i + 1}/{len(runs)} {label}", file=sys.stderr, flush=True)
-            cache[key] = plan_one(ov, opts)
-        rows.append({"run": label, **cache[key]})
+        print(f"[plan] {i + 1}/{len(runs)} {label}", file=sys.stderr, flush=True)
+        rows.append({"run": label, **plan_one(ov, opts, cache)})
     total = {"runs": len(rows), "gpu_hours": sum(r["gpu_hours"] for r in rows),
              "flops": sum(r["flops_per_gpu_per_iteration"]["total"] * r["iterations"] * r["gpus"]
                           + r["flops_per_evaluation"] * r["evaluations"] for r in rows)}
@@ -149,6 +156,53 @@ def plan_runs(runs: Sequence[tuple[str, list[str]]], opts: dict, title: str, out
     out.write_text(json.dumps(doc, indent=1, default=str))
     print(f"wrote {out}")
     return doc
+
+
+def _seeds(value: Optional[str], default) -> list[int]:
+    if value is None:
+        return list(default or [0])
+    if value.startswith("["):
+        return [int(v) for v in value.strip("[]").split(",") if v.strip()]
+    return list(range(int(value)))
+
+
+def plan_sweep(argv: Sequence[str]) -> int:
+    """``sweep.py ablation=<name>|study=<name> plan [seeds=N] [overrides] [gpus= gpu= mfu= ...]``: the cost of
+    every run before launch, written beside the sweep's or study's results as ``plan.json``."""
+    from vipo.config import ConfigError
+
+    argv = list(argv)
+    named = {k: next((a.split("=", 1)[1] for a in argv if a.startswith(k + "=")), None)
+             for k in ("ablation", "study", "seeds")}
+    argv = [a for a in argv if a.split("=", 1)[0] not in named]
+    try:
+        opts, extra = split_options(argv)
+        if named["study"]:
+            from vipo.study import load_study, plan_study, study_root
+
+            spec = load_study(named["study"])
+            runs, _ = plan_study(named["study"], extra)
+            items = [(f"{r.reward}/{r.cell.run_dir.name}", [*r.cell.overrides, f"train.seed={r.cell.seed}"])
+                     for r in runs]
+            out, title = study_root(spec) / "plan.json", f"study {named['study']}: {len(items)} runs"
+        elif named["ablation"]:
+            from vipo.sweep import cell_overrides, default_root, load_ablation, plan
+
+            name = named["ablation"]
+            spec = load_ablation(name)
+            root = default_root(name, extra)
+            cells = plan(name, _seeds(named["seeds"], spec.get("seeds")), extra, root)
+            items = [(f"{c.name}-s{c.seed}", cell_overrides(c, name, root, extra)) for c in cells]
+            out = root / "plan.json"
+            title = f"ablation {name}: {len(items)} runs ({spec.get('table', name)})"
+        else:
+            print("sweep.py plan needs ablation=<name> or study=<name>", file=sys.stderr)
+            return 2
+        plan_runs(items, opts, title, Path(opts["out"]) if opts["out"] else out)
+    except (PlanError, ConfigError) as e:
+        print(str(e), file=sys.stderr)
+        return 2
+    return 0
 
 
 def table(rows: Sequence[dict], title: str) -> str:

@@ -35,21 +35,16 @@ CONTEXT_BYTES = GiB  # CUDA context and library workspaces
 SLACK = 1.05  # allocator fragmentation
 
 
-def _lora_targets(family: str):
-    from vipo.generators import lora
-
-    return {"flux": lora.FLUX_LORA_TARGETS, "flux2": lora.FLUX2_LORA_TARGETS, "sd3": lora.SD3_LORA_TARGETS,
-            "qwen_image": lora.QWEN_IMAGE_LORA_TARGETS, "z_image": lora.Z_IMAGE_LORA_TARGETS,
-            "wan": lora.WAN_LORA_TARGETS}.get(family, ())
-
-
 def generator_options(name: str, kwargs: dict) -> dict:
-    """The generator's constructor defaults updated with the config's keyword arguments."""
+    """The generator's constructor defaults (the signature the config validator reads) updated with the config's
+    keyword arguments; ``lora_target_modules`` defaults to the adapter's ``LORA_TARGETS``."""
     from vipo.generators import GENERATORS
 
-    params = inspect.signature(GENERATORS.get(name).__init__).parameters
+    cls = GENERATORS.get(name)
+    params = inspect.signature(cls).parameters
     out = {k: p.default for k, p in params.items() if p.default is not inspect.Parameter.empty}
     out.update(kwargs)
+    out["lora_target_modules"] = out.get("lora_target_modules") or tuple(getattr(cls, "LORA_TARGETS", ()))
     return out
 
 
@@ -110,7 +105,7 @@ def build_trainable(ga: A.GeneratorArch, opts: dict, checkpointing: bool):
     dtype = A.dtype_of(opts.get("dtype", "float32"))
     model = ga.build(dtype)
     rank = int(opts.get("lora_rank", 0)) if ga.family != "toy" else 0
-    configure_training(model, rank, opts.get("lora_alpha"), _lora_targets(ga.family),
+    configure_training(model, rank, opts.get("lora_alpha"), opts.get("lora_target_modules") or (),
                        gradient_checkpointing=checkpointing and ga.family != "toy")
     return model, dtype
 

@@ -7,7 +7,7 @@ from functools import lru_cache
 
 from vipo.plan.arch import DATA, PlanError
 
-DEFAULT_MFU = 0.30  # model-FLOP utilisation assumed when none is given (docs/costs.md: the anchors imply ~0.2-0.4)
+DEFAULT_MFU = 0.40  # MFU assumed when none is given: the DanceGRPO and MixGRPO anchors imply 39-40% if their GPUs were A100s (docs/costs.md)
 
 
 @lru_cache(maxsize=None)
