@@ -1,4 +1,5 @@
-"""``python -m vipo.plan experiment=<name> [overrides...] [gpus=8] [gpu=h100] [mfu=0.3] [fsdp=N] [margin=1.5]``.
+"""``python -m vipo.plan experiment=<name> [overrides...] [gpus=8] [gpu=h100] [mfu=0.4] [fsdp=N] [margin=1.5]``.
+``python -m vipo.plan all [...]``: every experiment file in one table.
 
 Prints the run's parameters, FLOPs per iteration (rollout, reward, map, update), peak memory per GPU with its
 verdict on the chosen GPU, and time per iteration and GPU-hours at the stated MFU; writes the same as JSON
@@ -85,7 +86,7 @@ def summarise(cost: RunCost, gpus: int, gpu: str, mfu: float, margin: float) -> 
         "hours_wall": hours, "gpu_hours": hours * gpus,
         "verdict": verdict(cost, spec["memory_gb"], gpus),
         "slurm": slurm_resources(gpus, hours, host_gb, margin),
-        "settings": cost.settings,
+        "settings": cost.settings, "notes": cost.notes,
     }
 
 
@@ -114,6 +115,7 @@ def render(s: dict) -> str:
         f"{s['seconds_per_iteration']:.1f} s/iteration, {s['seconds_per_evaluation']:.1f} s/evaluation; "
         f"{s['iterations']} iterations on {s['gpus']} GPUs: {s['hours_wall']:.2f} h, {s['gpu_hours']:.1f} GPU-hours",
         "  slurm: " + " ".join(f"{k}={v}" for k, v in s["slurm"].items()),
+        *(f"  note: {n}" for n in s.get("notes", [])),
     ]
     return "\n".join(lines)
 
@@ -152,6 +154,9 @@ def plan_runs(runs: Sequence[tuple[str, list[str]]], opts: dict, title: str, out
            "runs": rows}
     print(table(rows, title))
     print(f"sum over {total['runs']} runs: {total['gpu_hours']:.1f} GPU-hours")
+    print("\nmemory verdicts:")
+    for r in rows:
+        print(f"- {r['run']}: {r['verdict']}" + "".join(f" [{n}]" for n in r.get("notes", [])))
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(doc, indent=1, default=str))
     print(f"wrote {out}")
@@ -219,6 +224,23 @@ def table(rows: Sequence[dict], title: str) -> str:
     return f"{title}\n\n{head}\n" + "\n".join(body)
 
 
+def plan_experiments(argv: Sequence[str]) -> int:
+    """``python -m vipo.plan all [gpus= gpu= mfu= ...] [overrides]``: every experiment file, one table
+    (results/plans/experiments.json)."""
+    from vipo.config import CONFIG_DIR, ConfigError
+
+    try:
+        opts, extra = split_options(argv)
+        names = sorted(p.stem for p in (CONFIG_DIR / "experiment").glob("*.yaml"))
+        out = Path(opts["out"]) if opts["out"] else ROOT / "results" / "plans" / "experiments.json"
+        plan_runs([(n, [f"experiment={n}", *extra]) for n in names], opts,
+                  f"What each experiment costs ({opts['gpus']} x {opts['gpu']}, {opts['mfu']:.0%} MFU)", out)
+    except (PlanError, ConfigError) as e:
+        print(str(e), file=sys.stderr)
+        return 2
+    return 0
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     from vipo.config import ConfigError
 
@@ -226,6 +248,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if "-h" in argv or "--help" in argv:
         print(__doc__)
         return 0
+    if argv[:1] == ["all"]:
+        return plan_experiments(argv[1:])
     try:
         opts, overrides = split_options(argv)
         s = plan_one(overrides, opts)

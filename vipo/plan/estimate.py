@@ -211,9 +211,16 @@ def estimate(cfg, fsdp: Optional[int] = None, gpus: int = 1) -> RunCost:
                 "gradient_checkpointing": ckpt, "fsdp": fsdp, "cfg": cfg_on, "cfg_no_grad_uncond": no_grad_uncond,
                 "tokens": geo.shapes(1).image_tokens if geo.family != "toy" else 0, "text_tokens": geo.text,
                 "height": geo.height, "width": geo.width, "frames": geo.frames}
+    notes = []
+    if f_reward == 0 and cfg.reward.name not in ("redness", "object_brightness", "uniform_background", "centred"):
+        notes.append(f"reward {cfg.reward.name!r} is not modelled (no FLOPs, no memory counted)")
+    if cfg.advantage.mode != "scalar" and cfg.psm.source in ("saliency", "attention"):
+        notes.append(f"psm.source={cfg.psm.source} is not modelled (its map costs are not counted)")
+    elif _uses_backbone(cfg) and f_map == 0:
+        notes.append(f"backbone {cfg.backbone.name!r} is not modelled (no FLOPs, no memory counted)")
     return RunCost(experiment=cfg.experiment, generator=ga.path_or_id, family=ga.family, params_total=total_params,
                    params_trainable=trainable, flops=flops, evaluations=evaluations, iterations=t.iterations,
-                   memory=memory, settings=settings)
+                   memory=memory, settings=settings, notes=notes)
 
 
 def memory_with(cost: RunCost, fsdp: int, micro_batch: Optional[int] = None, checkpointing: Optional[bool] = None,
