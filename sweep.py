@@ -5,6 +5,7 @@
     python sweep.py search=toy [trials=N] [other overrides]     # Optuna; run it in several shells for more workers
     python sweep.py ablation=psm_k table                        # only print the table of finished cells
     python sweep.py study=toy [workers=2] [seeds=N] [parts=a,b]  # several ablations x rewards x seeds, resumable
+    python sweep.py study=toy_confirm freeze                    # write the plan of its confirmatory claims
     python sweep.py ablation=psm_k plan [experiment=flux_hps] [gpus=8 gpu=h100 mfu=0.4]  # cost before launch
     python sweep.py study=toy plan                               # (vipo.plan; docs/costs.md)
 
@@ -41,14 +42,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not argv or "-h" in argv or "--help" in argv:
         print(__doc__)
         return 0
-    only_table = "table" in argv
-    if "plan" in argv:
+    if "plan" in argv:  # cost of every run before launch (vipo.plan)
         from vipo.plan.cli import plan_sweep
 
         return plan_sweep([a for a in argv if a != "plan"])
-    argv = [a for a in argv if a != "table"]
+    only_table, freeze = "table" in argv, "freeze" in argv
+    argv = [a for a in argv if a not in ("table", "freeze")]
     ablation, search, study = _take(argv, "ablation"), _take(argv, "search"), _take(argv, "study")
     try:
+        if study and freeze:
+            from vipo.study import freeze_study
+
+            freeze_study(study)
+            return 0
         if study:
             return _study(study, argv, only_table)
         if search:
