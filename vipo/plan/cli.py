@@ -155,8 +155,12 @@ def plan_runs(runs: Sequence[tuple[str, list[str]]], opts: dict, title: str, out
     print(table(rows, title))
     print(f"sum over {total['runs']} runs: {total['gpu_hours']:.1f} GPU-hours")
     print("\nmemory verdicts:")
-    for r in rows:
-        print(f"- {r['run']}: {r['verdict']}" + "".join(f" [{n}]" for n in r.get("notes", [])))
+    groups: dict = {}
+    for r in rows:  # runs with the same verdict on one line
+        groups.setdefault(r["verdict"] + "".join(f" [{n}]" for n in r.get("notes", [])), []).append(r["run"])
+    for line, names in groups.items():
+        who = names[0] if len(names) == 1 else f"{len(names)} runs ({names[0]} ... {names[-1]})"
+        print(f"- {who}: {line}")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(doc, indent=1, default=str))
     print(f"wrote {out}")
