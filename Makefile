@@ -8,17 +8,38 @@ export TOKENIZERS_PARALLELISM = false
 export OMP_WAIT_POLICY ?= PASSIVE   # idle OpenMP threads sleep instead of spinning on a busy 2-core machine
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: setup demo test test-slow test-all tables bench bench-gpu check-scorers scorer-fixtures ref-env clean
+.PHONY: setup demo test test-slow test-all tables bench bench-gpu check-scorers scorer-fixtures ref-env clean lock
 
-$(STAMP): pyproject.toml
+# .venv is built from the lock (requirements/lock.txt: every package pinned, made by `make lock` from pyproject.toml's
+# ranges, dev extra included), then the project itself without dependencies. The lock names torch==2.13.0: pip takes
+# the CPU wheel where one lies in its find-links (this machine's /opt/wheels), PyPI's build elsewhere.
+# docs/environments.md says when and how to refresh it.
+LOCK := requirements/lock.txt
+$(STAMP): pyproject.toml $(LOCK)
 	test -d $(VENV) || $(PY) -m venv $(VENV)
 	$(PYTHON) -m pip install -q --upgrade pip
-	# torch first and pinned: the CPU wheel here; an unpinned torch would pull GBs of CUDA packages
-	$(PYTHON) -c "import torch" 2>/dev/null || $(PYTHON) -m pip install -q torch==2.13.0
-	$(PYTHON) -m pip install -q -e ".[dev]"
+	$(PYTHON) -m pip install -q -r $(LOCK)
+	$(PYTHON) -m pip install -q --no-deps -e .
 	touch $(STAMP)
 
 setup: $(STAMP)
+
+# `make lock`: re-resolve the lock after a dependency was added or changed in pyproject.toml (pins already in the lock
+# are kept where they still fit; `make lock UPGRADE=1` takes the newest releases the ranges allow), rebuild .venv
+# from it and run the tests. The resolver is uv (pinned below, installed into .venv); torch is resolved against the
+# CPU wheel (requirements/constraints.txt, from TORCH_WHEELS: a folder or a page of wheels) and written without its
+# local "+cpu" label, so that the same lock installs PyPI's torch on a GPU machine.
+UV_VERSION  ?= 0.13.9
+TORCH_WHEELS ?= $(if $(wildcard /opt/wheels/torch-*),/opt/wheels,https://download.pytorch.org/whl/cpu/torch/)
+lock:
+	test -d $(VENV) || $(PY) -m venv $(VENV)
+	$(PYTHON) -m pip install -q "uv==$(UV_VERSION)"
+	$(VENV)/bin/uv pip compile pyproject.toml --extra dev $(if $(UPGRADE),--upgrade) --python-version 3.11 \
+	  --python-platform x86_64-manylinux_2_28 --find-links $(TORCH_WHEELS) -c requirements/constraints.txt \
+	  --custom-compile-command "make lock" -o $(LOCK)
+	sed -i 's/^torch==\([0-9.]*\)+cpu$$/torch==\1/' $(LOCK)
+	$(MAKE) setup
+	$(MAKE) test
 
 demo: setup  ## GRPO and ViPO side by side on the toy world (redness reward), ~3 minutes on 2 cores
 	$(PYTHON) -m vipo.demo
