@@ -8,7 +8,7 @@ export TOKENIZERS_PARALLELISM = false
 export OMP_WAIT_POLICY ?= PASSIVE   # idle OpenMP threads sleep instead of spinning on a busy 2-core machine
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: setup demo test test-slow test-all tables bench bench-gpu check-scorers scorer-fixtures ref-env clean lock
+.PHONY: setup demo test test-slow test-all tables bench bench-gpu check-scorers scorer-fixtures ref-env ref-lock clean lock
 
 # .venv is built from the lock (requirements/lock.txt: every package pinned, made by `make lock` from pyproject.toml's
 # ranges, dev extra included), then the project itself without dependencies. The lock names torch==2.13.0: pip takes
@@ -72,11 +72,18 @@ bench-gpu: setup
 # .venv-ref (torch 2.14.1 + torchvision 0.29.1, a CUDA build that runs on the CPU; ~7 GB; see checks/ref_env.sh).
 REF := .venv-ref
 
-$(REF)/.installed: checks/ref_env.sh | $(STAMP)
+$(REF)/.installed: checks/ref_env.sh checks/ref-lock.txt checks/ref-tf4-lock.txt | $(STAMP)
 	bash checks/ref_env.sh $(PY)
 	touch $@
 
 ref-env: $(REF)/.installed
+
+# re-resolve the reference environments from the registry's current releases (into a new .venv-ref) and rewrite
+# checks/ref-lock.txt and checks/ref-tf4-lock.txt; then `make check-scorers`, and commit the locks if it passes
+ref-lock: | $(STAMP)
+	rm -rf $(REF)
+	REF_UNLOCKED=1 bash checks/ref_env.sh $(PY)
+	touch $(REF)/.installed
 
 check-scorers: ref-env  ## full-size HPSv2.1 / PickScore / ImageReward vs the reference packages, ~10 min, 9 GB
 	$(REF)/bin/python checks/check_scorers.py --only hps

