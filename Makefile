@@ -34,7 +34,7 @@ TORCH_WHEELS ?= $(if $(wildcard /opt/wheels/torch-*),/opt/wheels,https://downloa
 lock:
 	test -d $(VENV) || $(PY) -m venv $(VENV)
 	$(PYTHON) -m pip install -q "uv==$(UV_VERSION)"
-	$(VENV)/bin/uv pip compile pyproject.toml --extra dev $(if $(UPGRADE),--upgrade) --python-version 3.11 \
+	$(VENV)/bin/uv pip compile -q pyproject.toml --extra dev $(if $(UPGRADE),--upgrade) --python-version 3.11 \
 	  --python-platform x86_64-manylinux_2_28 --find-links $(TORCH_WHEELS) -c requirements/constraints.txt \
 	  --custom-compile-command "make lock" -o $(LOCK)
 	sed -i 's/^torch==\([0-9.]*\)+cpu$$/torch==\1/' $(LOCK)
