@@ -7,7 +7,12 @@
     python sweep.py study=toy [workers=2] [seeds=N] [parts=a,b]  # several ablations x rewards x seeds, resumable
 """
 
+import os
 import sys
+
+# before torch loads: idle OpenMP threads sleep instead of spinning (several runs share the cores)
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from vipo.sweep_cli import main
 

@@ -101,6 +101,9 @@ class LoggerConfig:
     name: str = "none"  # none | wandb
     project: str = "vipo"  # wandb project
     mode: str = "offline"  # wandb mode: offline | online | disabled
+    group: Optional[str] = None  # W&B group; default: the sweep / study part / search the run belongs to
+    job_type: Optional[str] = None  # W&B job type; default: the ablation cell (or trial, or method)
+    tags: list = field(default_factory=list)  # extra W&B tags besides seed, reward, ablation, experiment, method
 
 
 @dataclass

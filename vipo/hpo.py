@@ -143,8 +143,9 @@ def run_search(name: str, extra: Sequence[str] = (), root: Path | None = None, n
     def objective(trial) -> float:
         overrides = [*spec.base, *suggest(trial, spec.space), *extra]
         run_dir = root / spec.name / f"trial_{trial.number:04d}"
-        cfg, raw = load([*overrides, f"results_root={run_dir.parent}", f"run_id={run_dir.name}", "logger=none",
-                         f"+tags.study={spec.name}", f"+tags.trial={trial.number}"])
+        cfg, raw = load(["logger=none", *overrides, f"results_root={run_dir.parent}", f"run_id={run_dir.name}",
+                         f"+tags.search={spec.name}", f"+tags.trial={trial.number}"])
+        raw["tags"]["params"] = cfg.tags["params"] = dict(trial.params)  # the trial's parameters, in W&B's config
         trial.set_user_attr("overrides", overrides)
 
         def report(iteration: int, metrics: dict) -> None:

@@ -29,7 +29,7 @@ from vipo.sweep import ROOT, Cell, _check_same_config, _fmt, expand_cells, launc
 
 STUDY_KEYS = {"name", "title", "root", "world", "rewards", "parts", "analysis", "claims"}
 PART_KEYS = {"ablation", "seeds", "rewards", "cells"}
-IGNORED = ("run_id", "results_root", "resume", "tags")  # fields that do not make two runs different
+IGNORED = ("run_id", "results_root", "resume", "tags", "logger")  # fields that do not make two runs different
 
 
 @dataclass
@@ -114,7 +114,7 @@ def plan_study(name: str | Path, extra: Sequence[str] = (), root: Path | None = 
                               f"its cells: {list(cells)}")
         for reward in part.get("rewards") or list(spec["rewards"]):
             for cell_name in wanted:
-                base = [*world, *spec["rewards"][reward], *cells[cell_name].overrides, *extra, "logger=none"]
+                base = ["logger=none", *world, *spec["rewards"][reward], *cells[cell_name].overrides, *extra]
                 where = f"study {name}, reward {reward}, ablation {part['ablation']}, cell {cell_name}"
                 try:
                     _, raw0 = load(base)  # composed once; the seed only sets train.seed

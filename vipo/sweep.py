@@ -77,9 +77,9 @@ def expand_cells(spec: dict, seeds: Sequence[int]) -> list[Cell]:
 
 
 def cell_overrides(cell: Cell, ablation: str, root: Path, extra: Sequence[str]) -> list[str]:
-    return [*cell.overrides, *extra, f"train.seed={cell.seed}", f"results_root={root}",
-            f"run_id={cell.name}-s{cell.seed}", "logger=none",
-            f"+tags.ablation={ablation}", f"+tags.cell={cell.name}"]
+    """``logger=none`` comes before the user's overrides: a sweep logs to W&B when asked (``logger=wandb``)."""
+    return ["logger=none", *cell.overrides, *extra, f"train.seed={cell.seed}", f"results_root={root}",
+            f"run_id={cell.name}-s{cell.seed}", f"+tags.ablation={ablation}", f"+tags.cell={cell.name}"]
 
 
 def default_root(ablation: str, extra: Sequence[str] = ()) -> Path:
@@ -115,7 +115,8 @@ def _check_same_config(cell: Cell) -> None:
         return
     old = flatten(yaml.safe_load(path.read_text()) or {})
     new = flatten(json.loads(json.dumps(cell.raw)))
-    diff = sorted(k for k in set(old) | set(new) if k != "resume" and old.get(k) != new.get(k))
+    diff = sorted(k for k in set(old) | set(new)
+                  if k != "resume" and not k.startswith("logger.") and old.get(k) != new.get(k))
     if diff:
         shown = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in diff[:4])
         raise ConfigError(f"config error: {cell.run_dir} already holds a run with a different config ({shown}); "
@@ -125,8 +126,17 @@ def _check_same_config(cell: Cell) -> None:
 def resume_or_start(cell: Cell, runner: Sequence[str], args: Sequence[str]) -> list[str]:
     """The command that trains ``cell``: resume from its checkpoint when one exists, else start with ``args``."""
     if (cell.run_dir / "checkpoints" / "last.pt").exists():
-        return [*runner, f"resume={cell.run_dir}"]
+        return [*runner, f"resume={cell.run_dir}", *logger_args(cell.raw)]
     return [*runner, *args]
+
+
+def logger_args(raw: dict) -> list[str]:
+    """The tracker of this invocation as dotted overrides, for a resumed run (whose other fields come from its
+    config.yaml): a run started without W&B and resumed with ``logger=wandb`` logs its remaining iterations."""
+    def fmt(v):
+        return "null" if v is None else "[" + ",".join(map(str, v)) + "]" if isinstance(v, list) else str(v)
+
+    return [f"logger.{k}={fmt(v)}" for k, v in (raw.get("logger") or {}).items()]
 
 
 def _command(cell: Cell, ablation: str, extra: Sequence[str], runner: Sequence[str]) -> list[str]:
@@ -148,7 +158,8 @@ def launch(cells: Sequence[Cell], command, workers: int = 1, threads: int = 1, l
     todo = [c for c in cells if not (c.run_dir / "summary.json").exists()]
     print(f"[sweep] {label}: {len(cells)} runs, {len(cells) - len(todo)} done, {len(todo)} to run "
           f"({workers} at a time) -> {cells[0].run_dir.parent if cells else '-'}", flush=True)
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
+           "VIPO_PARALLEL_RUNS": str(workers)}  # train.threads=0 (auto) reads it: 1 thread per run when > 1
     running: list[tuple[Cell, subprocess.Popen, Path]] = []
     failed: list[Cell] = []
     queue = list(todo)
