@@ -145,6 +145,13 @@ def _suggest(key: str, known: Sequence[str]) -> str:
     return f"; did you mean {close[0]!r}?" if close else f"; known keys: {', '.join(sorted(known))}"
 
 
+def unknown_name(kind: str, name: str, known: Sequence[str]) -> ConfigError:
+    """``config error: unknown ablation 'psm_kk'; did you mean 'psm_k'? known: ...`` (the closest known names)."""
+    close = difflib.get_close_matches(str(name), list(known), n=1, cutoff=0.5)
+    hint = f" did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+    return ConfigError(f"config error: unknown {kind} {name!r};{hint} known: {', '.join(sorted(known))}")
+
+
 def _coerce(value: Any, tp: Any, where: str) -> Any:
     origin = typing.get_origin(tp)
     if origin is typing.Union:  # Optional[X]

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from vipo.config import CONFIG_DIR, ConfigError, load
+from vipo.config import CONFIG_DIR, ConfigError, load, unknown_name
 from vipo.sweep import ROOT, Cell, _check_same_config, _fmt, expand_cells, launch, load_ablation, resume_or_start
 
 STUDY_KEYS = {"name", "title", "root", "world", "rewards", "parts", "analysis", "claims"}
@@ -45,8 +45,7 @@ def load_study(name: str | Path) -> dict:
 
     path = Path(name) if str(name).endswith(".yaml") else CONFIG_DIR / "study" / f"{name}.yaml"
     if not path.exists():
-        known = ", ".join(sorted(p.stem for p in (CONFIG_DIR / "study").glob("*.yaml")))
-        raise ConfigError(f"config error: unknown study {name!r}; known: {known}")
+        raise unknown_name("study", name, [p.stem for p in (CONFIG_DIR / "study").glob("*.yaml")])
     spec = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
     unknown = set(spec) - STUDY_KEYS
     if unknown:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from vipo.config import CONFIG_DIR, ConfigError, load
+from vipo.config import CONFIG_DIR, ConfigError, load, unknown_name
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -43,8 +43,7 @@ def load_ablation(name: str) -> dict:
 
     path = CONFIG_DIR / "ablation" / f"{name}.yaml"
     if not path.exists():
-        known = ", ".join(sorted(p.stem for p in (CONFIG_DIR / "ablation").glob("*.yaml")))
-        raise ConfigError(f"config error: unknown ablation {name!r}; known: {known}")
+        raise unknown_name("ablation", name, [p.stem for p in (CONFIG_DIR / "ablation").glob("*.yaml")])
     spec = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
     allowed = {"name", "table", "cells", "axes", "base", "seeds", "metrics", "reference"}
     unknown = set(spec) - allowed

@@ -7,6 +7,17 @@ from typing import Sequence
 
 from vipo.config import ConfigError
 
+USAGE = """Ablation grids, studies and Optuna searches.
+
+    python sweep.py ablation=psm_k [seeds=2] [workers=2] [experiment=...] [other overrides]
+    python sweep.py ablation=psm_k table                        # only print the table of finished cells
+    python sweep.py study=toy_study [workers=2] [seeds=N] [parts=a,b]  # ablations x rewards x seeds, resumable
+    python sweep.py search=toy [trials=N] [other overrides]     # Optuna; run it in several shells for more workers
+    python sweep.py search=toy trials                           # the trial table (state, value, parameters)
+
+Any override applies to every run, e.g. logger=wandb (W&B, offline unless logger.mode=online; docs/tracking.md).
+"""
+
 
 def _take(argv: list[str], key: str, default=None):
     for a in list(argv):
@@ -27,10 +38,10 @@ def _seeds(value: str | None, spec_seeds) -> list[int]:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or "-h" in argv or "--help" in argv:
-        import sweep  # noqa: F401  (only for its docstring when run as a script)
+        from vipo.catalog import sweep_help
 
-        print(sys.modules["sweep"].__doc__)
-        return 0
+        print(USAGE.rstrip() + "\n\n" + sweep_help())
+        return 0 if argv else 2
     only_table = "table" in argv
     argv = [a for a in argv if a != "table"]
     ablation, search, study = _take(argv, "ablation"), _take(argv, "search"), _take(argv, "study")
@@ -38,8 +49,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if study:
             return _study(study, argv, only_table)
         if search:
-            from vipo.hpo import run_search
+            from vipo.hpo import print_trials, run_search
 
+            if "trials" in argv:  # `search=<name> trials`: the trial table, nothing runs
+                print_trials(search)
+                return 0
             trials = _take(argv, "trials")
             run_search(search, argv, n_trials=int(trials) if trials else None)
             return 0
