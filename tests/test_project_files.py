@@ -26,3 +26,27 @@ def test_readme_bibtex_names_the_paper_of_citation_cff():
     assert "arXiv:2511.18719" in fields["journal"] and paper["identifiers"][0]["value"] == "arXiv:2511.18719"
     names = [f"{a['family-names']}, {a['given-names']}" for a in paper["authors"]]
     assert fields["author"].split(" and ") == names
+
+
+def test_the_readme_notebook_commands_work_with_the_dev_extra(tmp_path):
+    """`jupyter nbconvert --clear-output --inplace` (the README's command before committing a notebook) and
+    `jupyter lab` come with the dev extra."""
+    import json
+    import subprocess
+    import sys
+
+    nb = json.loads(next((ROOT / "analysis" / "notebooks").glob("*.ipynb")).read_text())
+    code = next(c for c in nb["cells"] if c["cell_type"] == "code")
+    code["outputs"] = [{"output_type": "stream", "name": "stdout", "text": ["42\n"]}]
+    code["execution_count"] = 7
+    path = tmp_path / "nb.ipynb"
+    path.write_text(json.dumps(nb))
+    jupyter = [sys.executable, "-m", "jupyter"]
+    out = subprocess.run([*jupyter, "nbconvert", "--clear-output", "--inplace", str(path)], capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    cleared = json.loads(path.read_text())
+    assert all(not c.get("outputs") and c.get("execution_count") is None
+               for c in cleared["cells"] if c["cell_type"] == "code")
+    lab = subprocess.run([*jupyter, "lab", "--version"], capture_output=True, text=True, timeout=300)
+    assert lab.returncode == 0 and lab.stdout.strip()[0].isdigit(), lab.stderr[-2000:]
