@@ -175,8 +175,8 @@ def write_index(root: Path, index: list[dict]) -> Path:
     return path
 
 
-def run_study(name: str | Path, extra: Sequence[str] = (), workers: int = 1, root: Path | None = None, threads: int = 1,
-              runner: Sequence[str] | None = None, seeds_cap: int | None = None,
+def run_study(name: str | Path, extra: Sequence[str] = (), workers: int = 1, root: Path | None = None,
+              threads: int | None = None, runner: Sequence[str] | None = None, seeds_cap: int | None = None,
               only_parts: Sequence[str] | None = None) -> list[StudyRun]:
     """Run every unfinished run of the study (resuming started ones); returns the runs launched.
 

@@ -4,8 +4,8 @@ An ablation file (``experiments/ablation/<name>.yaml``) lists cells, either by n
 of overrides) or as a product of axes (``axes:``, key -> values). Every (cell, seed) pair is one run folder
 ``results/sweeps/<ablation>/<experiment>/<cell>-s<seed>``. A finished cell (``summary.json`` exists) is skipped, a
 started one (checkpoint, no summary) is resumed, so re-running the same command after a crash finishes
-the grid. Cells run as subprocesses, ``workers`` at a time, one CPU thread each. The table printed at the
-end comes from the summaries (``analysis.tables``).
+the grid. Cells run as subprocesses, ``workers`` at a time, one CPU thread each when several run at once. The
+table printed at the end comes from the summaries (``analysis.tables``).
 """
 
 from __future__ import annotations
@@ -143,7 +143,7 @@ def _command(cell: Cell, ablation: str, extra: Sequence[str], runner: Sequence[s
 
 
 def run_sweep(ablation: str, seeds: Sequence[int], extra: Sequence[str] = (), workers: int = 1,
-              root: Path | None = None, threads: int = 1, runner: Sequence[str] | None = None) -> list[Cell]:
+              root: Path | None = None, threads: int | None = None, runner: Sequence[str] | None = None) -> list[Cell]:
     """Run every unfinished cell; ``runner`` is the command line that trains one cell (default: train.py)."""
     runner = list(runner or [sys.executable, str(ROOT / "train.py")])
     cells = plan(ablation, seeds, extra, root)
@@ -151,14 +151,18 @@ def run_sweep(ablation: str, seeds: Sequence[int], extra: Sequence[str] = (), wo
     return cells
 
 
-def launch(cells: Sequence[Cell], command, workers: int = 1, threads: int = 1, label: str = "sweep") -> list[Cell]:
+def launch(cells: Sequence[Cell], command, workers: int = 1, threads: int | None = None,
+           label: str = "sweep") -> list[Cell]:
     """Run ``command(cell)`` (an argv) for every cell without a ``summary.json``, ``workers`` at a time, each with
-    ``threads`` CPU threads and its output in ``<run_dir>/train.log``. Returns the cells that failed."""
+    ``threads`` CPU threads (default: one when several run at once, else what ``train.threads`` decides) and its
+    output in ``<run_dir>/train.log``. Returns the cells that failed."""
+    threads = threads or (1 if workers > 1 else None)
     todo = [c for c in cells if not (c.run_dir / "summary.json").exists()]
     print(f"[sweep] {label}: {len(cells)} runs, {len(cells) - len(todo)} done, {len(todo)} to run "
           f"({workers} at a time) -> {cells[0].run_dir.parent if cells else '-'}", flush=True)
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
-           "VIPO_PARALLEL_RUNS": str(workers)}  # train.threads=0 (auto) reads it: 1 thread per run when > 1
+    env = {**os.environ, "VIPO_PARALLEL_RUNS": str(workers)}  # train.threads=0 (auto) reads it
+    if threads:
+        env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     running: list[tuple[Cell, subprocess.Popen, Path]] = []
     failed: list[Cell] = []
     queue = list(todo)
