@@ -143,3 +143,18 @@ def test_record_log_reader_rejects_a_corrupt_file(tmp_path):
     bad.write_bytes(b"NOPE\x00\x00\x00")
     with pytest.raises(ValueError, match="not a W&B record log"):
         records(bad)
+
+
+def test_a_resumed_cell_gets_the_tracker_of_this_invocation():
+    from vipo.sweep import Cell, logger_args, resume_or_start
+
+    raw = load(["logger=wandb", "logger.tags=[a,b]"])[1]
+    assert logger_args(raw) == ["logger.name=wandb", "logger.project=vipo", "logger.mode=offline", "logger.tags=[a,b]"]
+    assert logger_args({"logger": {"group": None}}) == ["logger.group=null"]
+    from omegaconf import OmegaConf
+
+    merged = OmegaConf.merge(OmegaConf.create({"logger": {"name": "none", "mode": "disabled"}}),
+                             OmegaConf.from_dotlist(logger_args(raw)))
+    assert OmegaConf.to_container(merged)["logger"] == raw["logger"]
+    cell = Cell("c", [], 0, Path("/nonexistent/c-s0"), raw)
+    assert resume_or_start(cell, ["train"], ["x=1"]) == ["train", "x=1"]  # no checkpoint: a fresh start

@@ -91,6 +91,8 @@ class WandbLogger:
                                tags=tags, settings=wandb.Settings(silent=True, console="off"))
         self._run.define_metric("iteration")
         self._run.define_metric("*", step_metric="iteration")
+        where = f"; upload: wandb sync {Path(self._run.dir).parent}" if mode == "offline" else ""
+        print(f"[vipo] W&B {mode} run {self._run.id} (group {group}, job type {job_type}){where}", flush=True)
 
     def log(self, metrics: dict, step: int) -> None:
         row = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
