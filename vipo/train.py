@@ -320,6 +320,7 @@ class Trainer:
         t0 = time.perf_counter()
         if self.start >= t.iterations and (self.run_dir / "summary.json").exists():
             print(f"[vipo] {self.run_dir} is already complete", flush=True)
+            self.logger.finish()
             return json.loads((self.run_dir / "summary.json").read_text())
         if dist.is_main():
             print(f"[vipo] run folder: {self.run_dir}  ({cfg.generator.name}, reward={cfg.reward.name}, "
@@ -373,8 +374,10 @@ class Trainer:
     def _print(self, r: dict, total: int) -> None:
         ev = "  ".join(f"{k[5:]} {v:.3f}" for k, v in r.items()
                        if k.startswith("eval/") and not k.startswith(("eval/reward_", "eval/reward_std")))
-        print(f"[vipo] it {r['iteration']:4d} ({r['iteration'] + 1}/{total})  reward {r['reward_mean']:.4f} ± {r['reward_std']:.4f}  "
-              f"clipfrac {r['clipfrac']:.3f}  kl {r['approx_kl']:.1e}  |  {r['time_iter']:.2f}s "
+        # the iteration number of metrics.jsonl and the image files (0-based), then how many of the total are done
+        print(f"[vipo] it {r['iteration']:4d} ({r['iteration'] + 1}/{total})  "
+              f"reward {r['reward_mean']:.4f} ± {r['reward_std']:.4f}  clipfrac {r['clipfrac']:.3f}  "
+              f"kl {r['approx_kl']:.1e}  |  {r['time_iter']:.2f}s "
               f"(sample {r['time_sample']:.2f} reward {r['time_reward']:.2f} map {r['time_map']:.2f} "
               f"update {r['time_update']:.2f})" + (f"  |  eval: {ev}" if ev else ""), flush=True)
 
