@@ -101,7 +101,7 @@ def test_a_search_starts_clean_saves_unique_overrides_and_prints_its_trials(tmp_
 
 
 def test_threads_follow_the_config_then_the_launcher_then_the_machine():
-    from vipo.train import resolve_threads
+    from vipo.threads import resolve_threads
 
     assert resolve_threads(3, {"VIPO_PARALLEL_RUNS": "4"}, cores=16) == (3, "train.threads=3")
     assert resolve_threads(0, {"VIPO_PARALLEL_RUNS": "4", "OMP_NUM_THREADS": "8"}, cores=16)[0] == 1
