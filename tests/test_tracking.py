@@ -115,7 +115,8 @@ def test_a_study_groups_by_study_reward_part_and_a_search_logs_one_run_per_trial
         assert wb.group == "search/tiny" and wb.job_type == f"trial_{n}" and f"trial:{n}" in wb.tags
         params = wb.config["tags"]["params"]
         assert set(params) == {"train.lr", "psm.k"} and wb.config["tags"]["trial"] == n
-        assert wb.config["train"]["lr"] == pytest.approx(params["train.lr"]) and wb.config["psm"]["k"] == params["psm.k"]
+        assert wb.config["train"]["lr"] == pytest.approx(params["train.lr"])
+        assert wb.config["psm"]["k"] == params["psm.k"]
     assert best["trial"] in (0, 1)
 
 

@@ -78,7 +78,7 @@ class TrainConfig:
     fsdp: bool = False  # shard the generator's network over processes (FSDP2); also on under accelerate's FSDP
     seed: int = 0  # everything random derives from (seed, iteration)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    threads: int = 0  # torch CPU threads; 0 = auto: 1 per run when several run at once, else OMP_NUM_THREADS or the cores
+    threads: int = 0  # torch CPU threads; 0 = auto: 1 per run when several run at once, else OMP_NUM_THREADS / cores
     checkpoint_every: int = 10  # iterations between checkpoints (and the last one)
     keep_checkpoints: bool = False  # keep every checkpoint instead of only the last
     log_every: int = 1  # iterations between progress lines

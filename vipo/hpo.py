@@ -120,7 +120,8 @@ def make_storage(spec: StudySpec, root: Path):
         root.mkdir(parents=True, exist_ok=True)
     kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
     params = inspect.signature(RDBStorage).parameters
-    callback = "heartbeat_stale_trial_callback" if "heartbeat_stale_trial_callback" in params else "failed_trial_callback"
+    callback = "heartbeat_stale_trial_callback"
+    callback = callback if callback in params else "failed_trial_callback"
     for attempt in range(6):
         try:
             with warnings.catch_warnings():
@@ -237,7 +238,8 @@ def print_trials(name: str, root: Path | None = None) -> None:
         where = storage_url(spec, Path(root or ROOT / "results" / "optuna"))
         print(f"[search] {spec.name}: no trials yet (no storage at {where}); start it: python sweep.py search={name}")
         return
-    print(f"[search] {spec.name}: {len(df)} trials, metric {spec.metric} ({spec.direction}); storage {df.attrs['storage']}")
+    print(f"[search] {spec.name}: {len(df)} trials, metric {spec.metric} ({spec.direction}); "
+          f"storage {df.attrs['storage']}")
     if not df.empty:
         print(df.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     print(f"[search] browse them: optuna-dashboard {df.attrs['storage']}   (pip install -e '.[dashboard]')")
