@@ -16,7 +16,7 @@ from vipo.config import load
 from vipo.loggers import method_of, tracking_fields
 from vipo.records import read_jsonl
 from vipo.sweep import run_sweep
-from vipo.wandb_records import offline_runs, records
+from vipo.wandb_records import describe, offline_runs, records
 
 HERE = Path(__file__).parent
 WANDB = ["logger=wandb", "logger.mode=offline"]
@@ -88,6 +88,8 @@ def test_sweep_runs_log_group_cell_tags_scalars_images_and_resume_into_one_run(t
         assert last.summary["eval/reward"] == pytest.approx(summary["eval/reward"])
         assert last.summary["train_reward_last"] == pytest.approx(summary["train_reward_last"])
         assert (cell.run_dir / "tracker.json").exists()
+        text = describe(last)
+        assert f"group psm_target/toy_redness  job_type {cell.name}" in text and "images samples: iterations" in text
     assert len(ids) == 2  # unique per run
 
 

@@ -6,7 +6,7 @@ version 0), then 32 KiB blocks of chunks, each ``crc32 (4) | length (2) | type (
 MIDDLE=3, LAST=4; a record split over blocks is FIRST, MIDDLE..., LAST. W&B's checksum is zlib's crc32 of the data
 seeded with the crc32 of the type byte.
 
-    python -m vipo.wandb_records <run folder>     # one line per offline W&B run found under it
+    python -m vipo.wandb_records <run folder>     # what each offline W&B run under it holds
 """
 
 from __future__ import annotations
@@ -146,15 +146,35 @@ def offline_runs(run_dir: str | Path) -> list[OfflineRun]:
     return [read_offline_run(p) for p in sorted(Path(run_dir).glob("wandb/offline-run-*")) if p.is_dir()]
 
 
+def describe(run: OfflineRun) -> str:
+    """A few lines on what an offline run holds: identity, config, scalars, images and summary."""
+    iters = sorted({h["iteration"] for h in run.history if "iteration" in h})
+    images = sorted({k for h in run.history for k, v in h.items() if isinstance(v, dict)})
+    evals = {k: v for k, v in run.summary.items() if k.startswith("eval/") and isinstance(v, (int, float))}
+    lines = [f"{run.folder.name}",
+             f"  id {run.run_id}  project {run.project}  name {run.name}",
+             f"  group {run.group}  job_type {run.job_type}",
+             f"  tags {', '.join(run.tags)}",
+             f"  config: {len(run.config)} top-level keys, e.g. train.seed={run.config.get('train', {}).get('seed')} "
+             f"advantage.mode={run.config.get('advantage', {}).get('mode')} tags={run.config.get('tags')}",
+             f"  history: {len(run.history)} rows at iterations {iters}",
+             *(f"  images {k}: iterations {[it for it, _ in run.images(k)]}" for k in images),
+             f"  files/: {len(run.files)} files ({sum(f.startswith('media/images/') for f in run.files)} images)",
+             "  summary: " + ", ".join(f"{k} {v:.4g}" for k, v in sorted(evals.items()))]
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv:
         print(__doc__)
         return 2
-    for run in offline_runs(argv[0]):
-        images = sorted({k for h in run.history for k, v in h.items() if isinstance(v, dict)})
-        print(f"{run.folder.name}: id {run.run_id}  group {run.group}  job_type {run.job_type}  tags {run.tags}  "
-              f"{len(run.history)} history rows  images {images}  summary keys {len(run.summary)}")
+    runs = offline_runs(argv[0])
+    if not runs:
+        print(f"no offline W&B run under {argv[0]}/wandb")
+        return 1
+    for run in runs:
+        print(describe(run))
     return 0
 
 
