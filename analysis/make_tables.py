@@ -126,9 +126,10 @@ class Pages:
     def write(self, out: Path, root: Path) -> Path | None:
         if not self.pages:
             return None
-        index = [f"# Tables of `{root}`", "",
-                 f"Built by `python -m analysis.tables {root}` (`make tables`) from the run files; one page per "
-                 "study, sweep and folder of runs. Every table is also in its own `.md`, `.tex` and `.csv` file.", "",
+        index = [f"# Tables of the runs under `{Path(root).resolve().name}/`", "",
+                 "Built by `python -m analysis.tables <results folder>` (`make tables`) from the run files; one page "
+                 "per study, sweep and folder of runs. Every table is also in its own `.md`, `.tex` and `.csv` file.",
+                 "",
                  "| page | tables |", "|---|---:|"]
         for stem, (title, blocks) in self.pages.items():
             n = sum(1 for b in blocks if b.startswith("**"))

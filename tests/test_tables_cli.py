@@ -147,7 +147,7 @@ def test_tables_are_written_one_page_per_study_sweep_and_folder_with_an_index(tm
     build(root, tmp_path / "out", formats=["md"], figures=False)
     out = tmp_path / "out"
     index = (out / "tables.md").read_text().splitlines()
-    assert index[0] == f"# Tables of `{root}`"
+    assert index[0] == "# Tables of the runs under `results/`"
     rows = [line for line in index if line.startswith("| [")]
     stems = [line.split("](")[1].split(".md)")[0] for line in rows]
     assert stems == ["sweep-baseline-toy_redness", "sweep-psm_k-toy_redness", "sweep-psm_target-toy_redness",
