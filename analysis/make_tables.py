@@ -2,6 +2,9 @@
 ``make tables``): every table whose runs exist under the root, written to ``--out`` with the curve figures of
 ``analysis.curves``, and a list of what is missing (ablations without runs, cells without a finished seed,
 metrics no run has). Exits 0 when there is nothing to build, saying so.
+
+``python -m analysis.tables <root> --by COLUMN [--metrics M ...]`` instead prints one table of the runs under the
+root grouped by a column of ``vipo.results.collect`` (mean ± 95% t interval over runs) and writes nothing.
 """
 
 from __future__ import annotations
@@ -11,9 +14,9 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from analysis.render import RENDERERS, markdown
-from analysis.report import REWARD, Report, ablation_report, folder_report, paper_report, sweep_runs
-from analysis.tables import numeric, paper_tables
+from analysis.render import RENDERERS, cells_view, markdown
+from analysis.report import REWARD, Report, ablation_report, eval_metrics, folder_report, paper_report, sweep_runs
+from analysis.tables import cell_table, numeric, paper_tables
 
 
 def _say(msg: str) -> None:
@@ -32,6 +35,8 @@ def _write(rep: Report, out: Path, formats: Sequence[str], figures: bool, collec
         _figure(rep, out)
     for line in rep.missing:
         _say(f"  missing in {rep.name}: {line}")
+    for line in rep.environment:
+        _say(f"  warning in {rep.name}: {line}")
 
 
 def _figure(rep: Report, out: Path) -> None:
@@ -83,10 +88,15 @@ def _study(sroot: Path, root: Path, names: Sequence[str], out: Path, formats, le
                 _say(f"  missing in {reports[-1].name}: {line}")
             _say(f"  figures {out / reports[-1].name}_curves.png, _samples.png")
     name = study_of_root(sroot)
-    if name and load_study(name).get("claims"):
+    if name and (load_study(name).get("claims") or load_study(name).get("confirmatory")):
         from analysis.claims import write_claims
+        from vipo.confirm import PlanError
 
-        text, frame = write_claims(name, sroot, out, interval_kind)
+        try:
+            text, frame = write_claims(name, sroot, out, interval_kind)
+        except PlanError as e:
+            _say(f"study {name}: claims not judged: {e}")
+            return reports
         collected[0:0] = ["## Claims\n", text]
         _say(f"study {name}: {claim_counts(frame)} -> {out / 'claims.md'}")
     return reports
@@ -213,6 +223,20 @@ def build(root: str | Path, out: str | Path, ablations: Sequence[str] | None = N
     return reports
 
 
+def grouped(root: str | Path, by: str, metrics: Sequence[str] | None = None) -> str:
+    """The runs under ``root`` grouped by column ``by``: mean ± 95% t interval over runs, as Markdown."""
+    from vipo.results import collect
+
+    df = collect(root)
+    if df.empty:
+        return f"no runs with summary.json under {root}"
+    if by not in df.columns:
+        raise SystemExit(f"--by {by}: no such column in the runs under {root}; columns include "
+                         + ", ".join(c for c in df.columns if c.startswith(("tags.", "cfg.train.", "experiment"))))
+    table = cell_table(df, list(metrics or eval_metrics(df)), by=by)
+    return markdown(cells_view(table, f"{root} by {by}: mean ± 95% t interval over runs", row_header=by))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m analysis.tables", description=__doc__.split("\n\n")[0])
     ap.add_argument("root", nargs="?", default="results", help="folder searched for run folders (summary.json)")
@@ -223,7 +247,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                                                     "(default: 3 levels inside the range every cell covers)")
     ap.add_argument("--interval", default="t", choices=["t", "bootstrap"], help="interval over seeds")
     ap.add_argument("--no-figures", action="store_true", help="skip the curve figures")
+    ap.add_argument("--by", default=None, help="only print one table of the runs grouped by this column")
+    ap.add_argument("--metrics", nargs="*", default=None, help="with --by: metric columns (default: eval/*)")
     args = ap.parse_args(argv)
+    if args.by:
+        print(grouped(args.root, args.by, args.metrics))
+        return 0
     formats = [f.strip() for f in args.format.split(",") if f.strip()]
     bad = [f for f in formats if f not in RENDERERS]
     if bad:

@@ -35,7 +35,7 @@ def test_train_help_lists_groups_experiments_and_registered_names(capsys):
 
 
 def test_sweep_help_lists_ablations_with_cells_studies_and_searches(capsys):
-    from vipo import sweep_cli
+    import sweep as sweep_cli  # the top-level command
     from vipo.sweep import cell_names, load_ablation
 
     assert sweep_cli.main(["--help"]) == 0
@@ -57,7 +57,7 @@ def test_sweep_help_lists_ablations_with_cells_studies_and_searches(capsys):
     (["ablation=zzzz"], "unknown ablation 'zzzz'; known: baseline, "),
 ])
 def test_unknown_names_get_one_line_with_a_suggestion(argv, message, capsys):
-    from vipo import sweep_cli
+    import sweep as sweep_cli  # the top-level command
 
     assert sweep_cli.main(argv) == 2
     err = capsys.readouterr().err

@@ -5,7 +5,7 @@ of overrides) or as a product of axes (``axes:``, key -> values). Every (cell, s
 ``results/sweeps/<ablation>/<experiment>/<cell>-s<seed>``. A finished cell (``summary.json`` exists) is skipped, a
 started one (checkpoint, no summary) is resumed, so re-running the same command after a crash finishes
 the grid. Cells run as subprocesses, ``workers`` at a time, one CPU thread each when several run at once. The
-table printed at the end comes from the summaries (``analysis.tables``).
+table ``sweep.py`` prints at the end comes from the summaries (``analysis.report.sweep_table``).
 """
 
 from __future__ import annotations
@@ -191,17 +191,3 @@ def launch(cells: Sequence[Cell], command, workers: int = 1, threads: int | None
     if failed:
         print(f"[sweep] {len(failed)} run(s) failed; re-run the same command to retry them", flush=True)
     return failed
-
-
-def table(ablation: str, root: Path | None = None, metrics: Sequence[str] | None = None, extra: Sequence[str] = ()):
-    """Per cell (in the ablation file's order): mean, 95% t interval and n over seeds, from the summaries under the
-    sweep folder (``analysis.tables.cell_table``); ``None`` when no run has finished."""
-    from analysis.tables import cell_table
-    from vipo.results import collect
-
-    spec = load_ablation(ablation)
-    root = Path(root or default_root(ablation, extra))
-    df = collect(root, cache=False)
-    if df.empty:
-        return None
-    return cell_table(df, metrics or spec.get("metrics"), cell_names(spec))
