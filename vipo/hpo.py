@@ -215,11 +215,14 @@ def trials_table(name: str, root: Path | None = None):
     ``None`` when the search has not started (no SQLite file yet)."""
     import pandas as pd
 
+    import optuna
+
     spec = load_spec(name)
     root = Path(root or ROOT / "results" / "optuna")
     url = storage_url(spec, root)
     if spec.storage is None and not (root / f"{spec.name}.db").exists():
         return None
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "Using an existing study" line above the table
     study = build_study(spec, root)
     rows = []
     for t in study.get_trials(deepcopy=False):
