@@ -47,6 +47,7 @@ def test_sweep_help_lists_ablations_with_cells_studies_and_searches(capsys):
     assert "cells: k-1, k-2, k-3, k-4, k-5, k-8" in out
     assert "Studies (study=<name>" in out and "parts: main (seeds 4)" in out
     assert "Optuna searches (search=<name>; sweeps/):\n  toy                24 trials, maximize" in out
+    assert max(len(line) for line in out.splitlines()) <= 120
     assert sweep_cli.main([]) == 2  # no arguments: the same help, and a failing exit status
 
 

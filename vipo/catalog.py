@@ -55,6 +55,18 @@ def _para(head: str, text: str) -> list[str]:
     return textwrap.wrap(text, WIDTH, initial_indent=head, subsequent_indent=" " * len(head)) or [head.rstrip()]
 
 
+def _seeds(seeds) -> str:
+    """``4`` -> "seeds 4"; ``[1000, ..., 1015]`` -> "16 seeds 1000-1015" (a list that is not a range: its count)."""
+    if seeds is None:
+        return "the ablation's seeds"
+    if isinstance(seeds, int):
+        return f"seeds {seeds}"
+    seeds = list(seeds)
+    if seeds == list(range(seeds[0], seeds[0] + len(seeds))):
+        return f"{len(seeds)} seeds {seeds[0]}-{seeds[-1]}"
+    return f"{len(seeds)} seeds"
+
+
 def groups() -> dict[str, list[str]]:
     """Config group -> its options (the YAML files of ``experiments/<group>/``)."""
     return {d.name: sorted(p.stem for p in d.glob("*.yaml"))
@@ -117,7 +129,8 @@ def sweep_help() -> str:
     for path in sorted((CONFIG_DIR / "study").glob("*.yaml")):
         spec = load_study(path.stem)
         out += _para(f"  {path.stem:<18} ", spec.get("title") or first_comment(path))
-        parts = [f"{p['ablation']} (seeds {p.get('seeds', '-')})" for p in spec["parts"]]
+        parts = [f"{p['ablation']}{' [' + ' '.join(p['cells']) + ']' if p.get('cells') else ''} "
+                 f"({_seeds(p.get('seeds'))})" for p in spec["parts"]]
         out += _wrap(" " * 21 + f"rewards {', '.join(spec['rewards'])}; parts:", parts, 21)
     out.append("\nOptuna searches (search=<name>; sweeps/):")
     for path in sorted(SPEC_DIR.glob("*.yaml")):
