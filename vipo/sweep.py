@@ -151,11 +151,38 @@ def run_sweep(ablation: str, seeds: Sequence[int], extra: Sequence[str] = (), wo
     return cells
 
 
+def _die_with_parent(parent: int):
+    """``preexec_fn`` of a trainer: SIGTERM it when the sweep process dies, however it dies (Linux
+    ``PR_SET_PDEATHSIG``; elsewhere a re-run adopts surviving trainers through their leases)."""
+
+    def setup() -> None:
+        import ctypes
+        import signal
+
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM))  # 1 = PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            return
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return setup
+
+
 def launch(cells: Sequence[Cell], command, workers: int = 1, threads: int | None = None,
            label: str = "sweep") -> list[Cell]:
     """Run ``command(cell)`` (an argv) for every cell without a ``summary.json``, ``workers`` at a time, each with
     ``threads`` CPU threads (default: one when several run at once, else what ``train.threads`` decides) and its
-    output in ``<run_dir>/train.log``. Returns the cells that failed."""
+    output in ``<run_dir>/train.log``. Returns the cells that failed.
+
+    A cell whose run folder is leased by a live process (another sweep, a trainer that outlived its sweep) is
+    "running elsewhere": it is not started but waited for, and counted by how it ends (a summary: done;
+    ``failed.json`` written meanwhile: failed; neither, its holder gone: resumed here). Trainers get SIGTERM
+    when this process dies."""
+    from vipo import lease
+
+    if workers < 1:
+        raise ConfigError(f"config error: workers={workers}: needs at least 1")
     threads = threads or (1 if workers > 1 else None)
     todo = [c for c in cells if not (c.run_dir / "summary.json").exists()]
     print(f"[sweep] {label}: {len(cells)} runs, {len(cells) - len(todo)} done, {len(todo)} to run "
@@ -164,30 +191,78 @@ def launch(cells: Sequence[Cell], command, workers: int = 1, threads: int | None
     if threads:
         env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     running: list[tuple[Cell, subprocess.Popen, Path]] = []
+    elsewhere: dict[int, tuple[Cell, float]] = {}  # id(cell) -> (cell, when first seen held elsewhere)
     failed: list[Cell] = []
+    finished = 0
     queue = list(todo)
     started = time.time()
-    while queue or running:
-        while queue and len(running) < workers:
-            cell = queue.pop(0)
-            cell.run_dir.mkdir(parents=True, exist_ok=True)
-            log = cell.run_dir / "train.log"
-            proc = subprocess.Popen(command(cell), cwd=ROOT, env=env, stdout=open(log, "a"), stderr=subprocess.STDOUT)
-            running.append((cell, proc, log))
-            print(f"[sweep] start {cell.run_dir.name}  (log: {log})", flush=True)
-        time.sleep(0.5)
-        for item in list(running):
-            cell, proc, log = item
+
+    def held_elsewhere(cell: Cell) -> None:
+        info = lease.holder(cell.run_dir) or {}
+        elsewhere[id(cell)] = (cell, time.time())
+        print(f"[sweep] running elsewhere: {cell.run_dir.name} (held by {lease.describe(info)}); waiting for it",
+              flush=True)
+
+    def progress() -> str:
+        return f"  [{finished}/{len(todo)}, {(time.time() - started) / 60:.1f} min]"
+
+    try:
+        while queue or running or elsewhere:
+            while queue and len(running) < workers:
+                cell = queue.pop(0)
+                if lease.is_live(cell.run_dir):
+                    held_elsewhere(cell)
+                    continue
+                cell.run_dir.mkdir(parents=True, exist_ok=True)
+                log = cell.run_dir / "train.log"
+                with open(log, "a") as out:
+                    proc = subprocess.Popen(command(cell), cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                            preexec_fn=_die_with_parent(os.getpid()))
+                running.append((cell, proc, log))
+                print(f"[sweep] start {cell.run_dir.name}  (log: {log})", flush=True)
+            time.sleep(0.5)
+            for item in list(running):
+                cell, proc, log = item
+                if proc.poll() is None:
+                    continue
+                running.remove(item)
+                if proc.returncode == lease.EXIT_HELD:  # another process took the folder first
+                    held_elsewhere(cell)
+                    continue
+                if proc.returncode == lease.EXIT_EXISTS and not (cell.run_dir / "summary.json").exists():
+                    queue.append(cell)  # another process checkpointed it meanwhile and stopped: resume it
+                    continue
+                finished += 1
+                ok = proc.returncode in (0, lease.EXIT_EXISTS) and (cell.run_dir / "summary.json").exists()
+                print(f"[sweep] {'done ' if ok else 'FAILED'} {cell.run_dir.name}"
+                      + ("" if ok else f" (exit {proc.returncode}; see {log})") + progress(), flush=True)
+                if not ok:
+                    failed.append(cell)
+            for key, (cell, since) in list(elsewhere.items()):
+                if lease.is_live(cell.run_dir):
+                    continue
+                del elsewhere[key]
+                fail = cell.run_dir / "failed.json"
+                if (cell.run_dir / "summary.json").exists():
+                    finished += 1
+                    print(f"[sweep] done  {cell.run_dir.name} (elsewhere)" + progress(), flush=True)
+                elif fail.exists() and fail.stat().st_mtime >= since - 1:
+                    finished += 1
+                    failed.append(cell)
+                    print(f"[sweep] FAILED {cell.run_dir.name} (elsewhere; see {fail})" + progress(), flush=True)
+                else:  # its holder stopped without finishing: continue it here
+                    print(f"[sweep] {cell.run_dir.name}: its holder stopped before finishing; continuing it here",
+                          flush=True)
+                    queue.append(cell)
+    finally:
+        for _, proc, _ in running:  # interrupted (Ctrl-C, an error): stop the trainers this sweep started
             if proc.poll() is None:
-                continue
-            running.remove(item)
-            ok = proc.returncode == 0 and (cell.run_dir / "summary.json").exists()
-            done = len(todo) - len(queue) - len(running)
-            print(f"[sweep] {'done ' if ok else 'FAILED'} {cell.run_dir.name}"
-                  + ("" if ok else f" (exit {proc.returncode}; see {log})")
-                  + f"  [{done}/{len(todo)}, {(time.time() - started) / 60:.1f} min]", flush=True)
-            if not ok:
-                failed.append(cell)
+                proc.terminate()
+        for _, proc, _ in running:
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
     if failed:
         print(f"[sweep] {len(failed)} run(s) failed; re-run the same command to retry them", flush=True)
     return failed
