@@ -7,6 +7,8 @@
     python sweep.py study=toy [workers=2] [seeds=N] [parts=a,b]  # several ablations x rewards x seeds, resumable
     python sweep.py study=toy_confirm freeze                    # write the plan of its confirmatory claims
     python sweep.py search=toy trials                           # the trial table (state, value, parameters)
+    python sweep.py ablation=psm_k plan [experiment=flux_hps] [gpus=8 gpu=h100 mfu=0.4]  # cost before launch
+    python sweep.py study=toy plan                               # (vipo.plan; docs/costs.md)
 
 Any override applies to every run, e.g. logger=wandb (W&B, offline unless logger.mode=online; docs/tracking.md).
 The runs are ``vipo.sweep`` / ``vipo.study`` / ``vipo.hpo``; the tables printed at the end are the analysis
@@ -49,6 +51,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         print(__doc__.rstrip() + "\n\n" + sweep_help())
         return 0 if argv else 2
+    if "plan" in argv:  # cost of every run before launch (vipo.plan)
+        from vipo.plan.cli import plan_sweep
+
+        return plan_sweep([a for a in argv if a != "plan"])
     only_table, freeze = "table" in argv, "freeze" in argv
     argv = [a for a in argv if a not in ("table", "freeze")]
     ablation, search, study = _take(argv, "ablation"), _take(argv, "search"), _take(argv, "study")
