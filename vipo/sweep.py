@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from vipo.config import CONFIG_DIR, ConfigError, load
+from vipo.config import CONFIG_DIR, ConfigError, load, read_yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -32,6 +32,7 @@ class Cell:
     seed: int  # train.seed
     run_dir: Path = field(default=Path())
     raw: dict = field(default_factory=dict)  # the resolved config the cell will run with
+    status: str = ""  # after ``launch``: done | failed (this or another process ran it) | "" (not run)
 
 
 def _fmt(value) -> str:
@@ -45,7 +46,7 @@ def load_ablation(name: str) -> dict:
     if not path.exists():
         known = ", ".join(sorted(p.stem for p in (CONFIG_DIR / "ablation").glob("*.yaml")))
         raise ConfigError(f"config error: unknown ablation {name!r}; known: {known}")
-    spec = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+    spec = OmegaConf.to_container(read_yaml(path), resolve=True)
     allowed = {"name", "table", "cells", "axes", "base", "seeds", "metrics", "reference"}
     unknown = set(spec) - allowed
     if unknown:
@@ -172,7 +173,9 @@ def launch(cells: Sequence[Cell], command, workers: int = 1, threads: int = 1, l
 
     if workers < 1:
         raise ConfigError(f"config error: workers={workers}: needs at least 1")
-    todo = [c for c in cells if not (c.run_dir / "summary.json").exists()]
+    from vipo.records import read_summary
+
+    todo = [c for c in cells if read_summary(c.run_dir) is None]  # an unreadable summary: the run is finished again
     print(f"[sweep] {label}: {len(cells)} runs, {len(cells) - len(todo)} done, {len(todo)} to run "
           f"({workers} at a time) -> {cells[0].run_dir.parent if cells else '-'}", flush=True)
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
@@ -220,6 +223,7 @@ def launch(cells: Sequence[Cell], command, workers: int = 1, threads: int = 1, l
                     continue
                 finished += 1
                 ok = proc.returncode in (0, lease.EXIT_EXISTS) and (cell.run_dir / "summary.json").exists()
+                cell.status = "done" if ok else "failed"
                 print(f"[sweep] {'done ' if ok else 'FAILED'} {cell.run_dir.name}"
                       + ("" if ok else f" (exit {proc.returncode}; see {log})") + progress(), flush=True)
                 if not ok:
@@ -231,10 +235,12 @@ def launch(cells: Sequence[Cell], command, workers: int = 1, threads: int = 1, l
                 fail = cell.run_dir / "failed.json"
                 if (cell.run_dir / "summary.json").exists():
                     finished += 1
+                    cell.status = "done"
                     print(f"[sweep] done  {cell.run_dir.name} (elsewhere)" + progress(), flush=True)
                 elif fail.exists() and fail.stat().st_mtime >= since - 1:
                     finished += 1
                     failed.append(cell)
+                    cell.status = "failed"
                     print(f"[sweep] FAILED {cell.run_dir.name} (elsewhere; see {fail})" + progress(), flush=True)
                 else:  # its holder stopped without finishing: continue it here
                     print(f"[sweep] {cell.run_dir.name}: its holder stopped before finishing; continuing it here",
