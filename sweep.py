@@ -6,6 +6,8 @@
     python sweep.py ablation=psm_k table                        # only print the table of finished cells
     python sweep.py study=toy [workers=2] [seeds=N] [parts=a,b]  # several ablations x rewards x seeds, resumable
     python sweep.py study=toy_confirm freeze                    # write the plan of its confirmatory claims
+    python sweep.py ablation=psm_k plan [experiment=flux_hps] [gpus=8 gpu=h100 mfu=0.4]  # cost before launch
+    python sweep.py study=toy plan                               # (vipo.plan; docs/costs.md)
 
 The runs are ``vipo.sweep`` / ``vipo.study`` / ``vipo.hpo``; the tables printed at the end are the analysis
 layer's (``analysis.report``), built from the summaries.
@@ -55,6 +57,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not argv or "-h" in argv or "--help" in argv:
         print(__doc__)
         return 0
+    if "plan" in argv:  # cost of every run before launch (vipo.plan)
+        from vipo.plan.cli import plan_sweep
+
+        return plan_sweep([a for a in argv if a != "plan"])
     only_table, freeze = "table" in argv, "freeze" in argv
     argv = [a for a in argv if a not in ("table", "freeze")]
     ablation, search, study = _take(argv, "ablation"), _take(argv, "search"), _take(argv, "study")

@@ -85,6 +85,23 @@ def test_frozen_plan_is_judged_then_a_changed_study_is_refused(study, capsys):
     out = capsys.readouterr().out
     assert "Confirmatory claims" in out and "**holds**" in out and "**equivalent**" in out
     assert "Exploratory claims" in out and "ones vs grpo (exploratory)" in out
+    from analysis.claims import write_claims  # what make tables writes into a study's tables/
+
+    tables = root / "tables"
+    tables.mkdir()
+    text, _ = write_claims(path, root, tables)
+    assert (tables / "claims.md").read_text() == text and text.index("Confirmatory") < text.index("Exploratory")
+    assert "4 / 4" in text and "(../plan.json)" in text and "interim" not in text
+    conf = (tables / "confirmatory.csv").read_text().splitlines()
+    assert len(conf) == 3 and conf[0].startswith("claim,reward,cell,reference")
+
+    # a study cut short: the seeds found are judged, and the table says it is interim
+    (root / "redness" / "main.vipo-s103" / "summary.json").unlink()
+    from analysis.confirm import confirmatory_markdown
+
+    frame, plan = confirmatory_table(path, root)
+    assert list(frame["n"]) == [3, 3] and list(frame["planned"]) == [4, 4]
+    assert "interim" in confirmatory_markdown(frame, plan)
 
     # change the study file (a level moved after seeing data): every confirmatory judgement is refused
     spec = yaml.safe_load(path.read_text())
