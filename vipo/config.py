@@ -374,6 +374,13 @@ def compose(overrides: Sequence[str] = (), config_name: str = "config", config_d
 
 def load(overrides: Sequence[str] = (), config_dir: str | Path | None = None) -> tuple[Config, dict]:
     """Compose and validate: returns the typed config and the resolved plain dict (for config.yaml)."""
+    raw = compose_dict(overrides, config_dir)
+    return validate(raw), raw
+
+
+def compose_dict(overrides: Sequence[str] = (), config_dir: str | Path | None = None) -> dict:
+    """Compose with Hydra overrides -> the resolved plain dict, not validated (an override of a key the file lacks
+    is retried as ``+key=value``, so ``reward.quantize=false`` works on a reward file that only names the reward)."""
     from hydra.errors import HydraException
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
@@ -392,7 +399,7 @@ def load(overrides: Sequence[str] = (), config_dir: str | Path | None = None) ->
             key = missing.group(1)
             retry = [f"+{o}" if o.split("=", 1)[0] == key else o for o in overrides]
             if retry != overrides:
-                return load(retry, config_dir)
+                return compose_dict(retry, config_dir)
         raise ConfigError("config error: " + msg) from None
     raw.pop("hydra", None)
-    return validate(raw), raw
+    return raw

@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Sequence
 
 from vipo.config import CONFIG_DIR, ConfigError, load, read_yaml
-from vipo.sweep import ROOT, Cell, _check_same_config, _fmt, expand_cells, launch, load_ablation, resume_or_start
+from vipo.sweep import (ROOT, Cell, _check_same_config, _fmt, adapt, expand_cells, launch, load_ablation,
+                        resume_or_start)
 
 STUDY_KEYS = {"name", "title", "root", "world", "rewards", "parts", "analysis", "claims", "confirmatory"}
 PART_KEYS = {"ablation", "seeds", "rewards", "cells"}
@@ -117,8 +118,13 @@ def plan_study(name: str | Path, extra: Sequence[str] = (), root: Path | None = 
                               f"its cells: {list(cells)}")
         for reward in part.get("rewards") or list(spec["rewards"]):
             for cell_name in wanted:
-                base = [*world, *spec["rewards"][reward], *cells[cell_name].overrides, *extra, "logger=none"]
                 where = f"study {name}, reward {reward}, ablation {part['ablation']}, cell {cell_name}"
+                carried, why = adapt(abl, cell_name, [*world, *spec["rewards"][reward], *cells[cell_name].overrides,
+                                                      *extra])  # the ablation file's per_reward / requires
+                if why:
+                    print(f"[study] {where} left out: {why}", flush=True)
+                    continue
+                base = [*world, *spec["rewards"][reward], *cells[cell_name].overrides, *carried, *extra, "logger=none"]
                 try:
                     _, raw0 = load(base)  # composed once; the seed only sets train.seed
                 except ConfigError as e:

@@ -20,7 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from vipo.config import CONFIG_DIR, ConfigError, load, read_yaml
+from typing import Callable, Optional
+
+from vipo.config import CONFIG_DIR, ConfigError, compose_dict, load, read_yaml
+from vipo.registry import Registry
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -47,7 +50,7 @@ def load_ablation(name: str) -> dict:
         known = ", ".join(sorted(p.stem for p in (CONFIG_DIR / "ablation").glob("*.yaml")))
         raise ConfigError(f"config error: unknown ablation {name!r}; known: {known}")
     spec = OmegaConf.to_container(read_yaml(path), resolve=True)
-    allowed = {"name", "table", "cells", "axes", "base", "seeds", "metrics", "reference"}
+    allowed = {"name", "table", "cells", "axes", "base", "seeds", "metrics", "reference", "per_reward", "requires"}
     unknown = set(spec) - allowed
     if unknown:
         raise ConfigError(f"config error: unknown key(s) {sorted(unknown)} in {path}; allowed: {sorted(allowed)}")
@@ -56,7 +59,62 @@ def load_ablation(name: str) -> dict:
     names = cell_names(spec)
     if spec.get("reference") is not None and spec["reference"] not in names:
         raise ConfigError(f"config error: reference {spec['reference']!r} in {path} is not a cell; cells: {names}")
+    _check_adaptations(spec, path, names)
     return spec
+
+
+# -- cells that need something of the experiment ---------------------------------------------------------------
+# ``per_reward: {cell: {reward name: [overrides]}}``: settings a cell carries on an experiment with that reward (e.g.
+# the saliency cell selects HPSv2.1's differentiable path, reward.quantize=false). ``requires: {cell: [need, ...]}``:
+# what the cell needs of the experiment (a name in REQUIREMENTS); a cell whose need is not met, after what it
+# carries, is left out of that experiment's grid with the reason printed, and the other cells run.
+REQUIREMENTS: Registry[Callable[[dict], Optional[str]]] = Registry("cell requirement")
+
+
+@REQUIREMENTS.register("differentiable_reward")
+def _differentiable_reward(raw: dict) -> Optional[str]:
+    """None when the composed config's reward has a usable input gradient (vipo.saliency), else why not."""
+    from vipo.saliency import why_not_differentiable
+
+    reward = dict(raw.get("reward") or {})
+    return why_not_differentiable(reward.pop("name", None), reward)
+
+
+def _check_adaptations(spec: dict, path: Path, names: list[str]) -> None:
+    for key in ("per_reward", "requires"):
+        given = spec.get(key) or {}
+        if not isinstance(given, dict):
+            raise ConfigError(f"config error: {key} in {path} must map cell names to settings, got {given!r}")
+        unknown = [c for c in given if c not in names]
+        if unknown:
+            raise ConfigError(f"config error: {key} in {path} names cell(s) {unknown} that are not cells; cells: {names}")
+    for cell, by_reward in (spec.get("per_reward") or {}).items():
+        if not isinstance(by_reward, dict) or not all(isinstance(v, list) for v in by_reward.values()):
+            raise ConfigError(f"config error: per_reward.{cell} in {path} must map reward names to override lists, "
+                              f"got {by_reward!r}")
+    for cell, needs in (spec.get("requires") or {}).items():
+        bad = [n for n in (needs or []) if n not in REQUIREMENTS]
+        if bad or not isinstance(needs, list):
+            raise ConfigError(f"config error: requires.{cell} in {path}: unknown requirement(s) {bad or needs!r}; "
+                              f"known: {', '.join(REQUIREMENTS.names())}")
+
+
+def adapt(spec: dict, cell: str, overrides: Sequence[str]) -> tuple[list[str], Optional[str]]:
+    """What ``cell`` carries on the experiment its ``overrides`` compose (``per_reward`` of the reward there) and
+    why it cannot run there (``requires``; None when it can)."""
+    by_reward = (spec.get("per_reward") or {}).get(cell) or {}
+    needs = (spec.get("requires") or {}).get(cell) or []
+    if not by_reward and not needs:
+        return [], None
+    raw = compose_dict(overrides)
+    carried = [str(o) for o in by_reward.get((raw.get("reward") or {}).get("name"), [])]
+    if carried and needs:
+        raw = compose_dict([*overrides, *carried])
+    for need in needs:
+        why = REQUIREMENTS.get(need)(raw)
+        if why:
+            return carried, f"needs {need}: {why}"
+    return carried, None
 
 
 def cell_names(spec: dict) -> list[str]:
@@ -94,7 +152,22 @@ def plan(ablation: str, seeds: Sequence[int], extra: Sequence[str], root: Path |
     """Expand the grid and validate every cell's config before anything runs."""
     spec = load_ablation(ablation)
     root = Path(root or default_root(ablation, extra))
-    cells = expand_cells(spec, seeds)
+    cells, adapted = [], {}
+    for cell in expand_cells(spec, seeds):
+        if cell.name not in adapted:
+            adapted[cell.name] = adapt(spec, cell.name, [*cell.overrides, *extra])
+            carried, why = adapted[cell.name]
+            if why or carried:
+                experiment = compose_dict([*(spec.get("base") or []), *extra]).get("experiment")
+                where = f"[sweep] {ablation} on {experiment}: cell {cell.name}"
+            if why:
+                print(f"{where} left out: {why}", flush=True)
+            elif carried:
+                print(f"{where} carries {' '.join(carried)} (per_reward in the ablation file)", flush=True)
+        carried, why = adapted[cell.name]
+        if not why:
+            cell.overrides = [*cell.overrides, *carried]
+            cells.append(cell)
     for cell in cells:
         cell.run_dir = root / f"{cell.name}-s{cell.seed}"
         try:
