@@ -6,19 +6,26 @@
     python sweep.py ablation=psm_k table                        # only print the table of finished cells
     python sweep.py study=toy [workers=2] [seeds=N] [parts=a,b]  # several ablations x rewards x seeds, resumable
     python sweep.py study=toy_confirm freeze                    # write the plan of its confirmatory claims
+    python sweep.py search=toy trials                           # the trial table (state, value, parameters)
     python sweep.py ablation=psm_k plan [experiment=flux_hps] [gpus=8 gpu=h100 mfu=0.4]  # cost before launch
     python sweep.py study=toy plan                               # (vipo.plan; docs/costs.md)
 
+Any override applies to every run, e.g. logger=wandb (W&B, offline unless logger.mode=online; docs/tracking.md).
 The runs are ``vipo.sweep`` / ``vipo.study`` / ``vipo.hpo``; the tables printed at the end are the analysis
 layer's (``analysis.report``), built from the summaries.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Sequence
 
-from vipo.config import ConfigError
+# before torch loads: idle OpenMP threads sleep instead of spinning (several runs share the cores)
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from vipo.config import ConfigError  # noqa: E402
 
 
 def _take(argv: list[str], key: str, default=None):
@@ -55,8 +62,10 @@ def _seeds(value: str | None, spec_seeds) -> list[int]:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or "-h" in argv or "--help" in argv:
-        print(__doc__)
-        return 0
+        from vipo.catalog import sweep_help
+
+        print(__doc__.rstrip() + "\n\n" + sweep_help())
+        return 0 if argv else 2
     if "plan" in argv:  # cost of every run before launch (vipo.plan)
         from vipo.plan.cli import plan_sweep
 
@@ -73,8 +82,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if study:
             return _study(study, argv, only_table)
         if search:
-            from vipo.hpo import run_search
+            from vipo.hpo import print_trials, run_search
 
+            if "trials" in argv:  # `search=<name> trials`: the trial table, nothing runs
+                print_trials(search)
+                return 0
             trials = _take(argv, "trials")
             run_search(search, argv, n_trials=_int("trials", trials) if trials else None)
             return 0

@@ -42,7 +42,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     show = "--cfg" in argv
     argv = [a for a in argv if a != "--cfg"]
     if "-h" in argv or "--help" in argv:
-        print(__doc__)
+        from vipo.catalog import train_help
+
+        print(__doc__.rstrip() + "\n\n" + train_help())
         return 0
     try:
         cfg, raw = parse(argv)

@@ -78,7 +78,7 @@ class TrainConfig:
     fsdp: bool = False  # shard the generator's network over processes (FSDP2); also on under accelerate's FSDP
     seed: int = 0  # everything random derives from (seed, iteration)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    threads: int = 0  # torch CPU threads; 0 = leave as is
+    threads: int = 0  # torch CPU threads; 0 = auto: 1 per run when several run at once, else OMP_NUM_THREADS / cores
     checkpoint_every: int = 10  # iterations between checkpoints (and the last one)
     keep_checkpoints: bool = False  # keep every checkpoint instead of only the last
     log_every: int = 1  # iterations between progress lines
@@ -101,6 +101,9 @@ class LoggerConfig:
     name: str = "none"  # none | wandb
     project: str = "vipo"  # wandb project
     mode: str = "offline"  # wandb mode: offline | online | disabled
+    group: Optional[str] = None  # W&B group; default: the sweep / study part / search the run belongs to
+    job_type: Optional[str] = None  # W&B job type; default: the ablation cell (or trial, or method)
+    tags: list = field(default_factory=list)  # extra W&B tags besides seed, reward, ablation, experiment, method
 
 
 @dataclass
@@ -141,6 +144,13 @@ def suggest(key: str, known: Sequence[str]) -> str:
     """The tail of an unknown-key message: the closest known key, else the list of known keys."""
     close = difflib.get_close_matches(key, list(known), n=1)
     return f"; did you mean {close[0]!r}?" if close else f"; known keys: {', '.join(sorted(known))}"
+
+
+def unknown_name(kind: str, name: str, known: Sequence[str]) -> ConfigError:
+    """``config error: unknown ablation 'psm_kk'; did you mean 'psm_k'? known: ...`` (the closest known name)."""
+    close = difflib.get_close_matches(str(name), list(known), n=1, cutoff=0.5)
+    hint = f" did you mean {close[0]!r}?" if close else ""
+    return ConfigError(f"config error: unknown {kind} {name!r};{hint} known: {', '.join(sorted(known))}")
 
 
 def coerce(value: Any, tp: Any, where: str) -> Any:

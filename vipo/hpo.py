@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from vipo.config import ConfigError, load, read_yaml
+from vipo.config import ConfigError, load, read_yaml, unknown_name
 from vipo.records import atomic_write_json
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -47,8 +47,7 @@ def load_spec(name_or_path: str) -> StudySpec:
     if not path.suffix:
         path = SPEC_DIR / f"{name_or_path}.yaml"
     if not path.exists():
-        known = ", ".join(sorted(p.stem for p in SPEC_DIR.glob("*.yaml")))
-        raise ConfigError(f"config error: unknown study {name_or_path!r}; known: {known}")
+        raise unknown_name("search", name_or_path, [p.stem for p in SPEC_DIR.glob("*.yaml")])
     raw = OmegaConf.to_container(read_yaml(path), resolve=True)
     try:
         spec = StudySpec(**raw)
@@ -83,7 +82,33 @@ def suggest(trial, space: dict) -> list[str]:
     return out
 
 
+def storage_url(spec: StudySpec, root: Path) -> str:
+    """The study's SQLAlchemy URL: ``spec.storage``, or the SQLite file ``<root>/<name>.db``."""
+    return spec.storage or f"sqlite:///{(Path(root) / f'{spec.name}.db').resolve()}"
+
+
+def shown_url(url: str) -> str:
+    """The URL with any password masked, for logs."""
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def dedupe_overrides(overrides: Sequence[str]) -> list[str]:
+    """One override per key, the last one given (what Hydra applies), in the order of those last ones:
+    ``[a=1, b=2, a=3] -> [b=2, a=3]``. A leading ``+`` does not make another key (``+tags.x`` = ``tags.x``)."""
+    last = {o.split("=", 1)[0].lstrip("+"): i for i, o in enumerate(overrides)}
+    return [o for i, o in enumerate(overrides) if last[o.split("=", 1)[0].lstrip("+")] == i]
+
+
 def make_storage(spec: StudySpec, root: Path):
+    """An RDB storage with heartbeats (a killed worker's trial is failed and retried). The heartbeat API is marked
+    experimental by optuna and its retry callback was renamed in 4.9 (``failed_trial_callback`` ->
+    ``heartbeat_stale_trial_callback``): the name this optuna takes is used and the experimental notice, which
+    concerns the feature this module chose knowingly, is silenced here and only here."""
+    import inspect
+    import warnings
+
     import optuna
     from optuna.storages import RDBStorage
 
@@ -92,16 +117,20 @@ def make_storage(spec: StudySpec, root: Path):
     except ImportError:
         from optuna.storages import RetryFailedTrialCallback as Retry
 
-    url = spec.storage
-    if url is None:
+    url = storage_url(spec, root)
+    if spec.storage is None:
         root.mkdir(parents=True, exist_ok=True)
-        url = f"sqlite:///{(root / f'{spec.name}.db').resolve()}"
     kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
+    params = inspect.signature(RDBStorage).parameters
+    callback = "heartbeat_stale_trial_callback"
+    callback = callback if callback in params else "failed_trial_callback"
     for attempt in range(6):
         try:
-            return RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=spec.heartbeat_seconds,
-                              grace_period=2 * spec.heartbeat_seconds,
-                              failed_trial_callback=Retry(max_retry=2)), optuna
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+                return RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=spec.heartbeat_seconds,
+                                  grace_period=2 * spec.heartbeat_seconds,
+                                  **{callback: Retry(max_retry=2)}), optuna
         except Exception as e:  # workers that start together race to create the schema: wait and retry
             race = ("already exists", "duplicate key", "UNIQUE constraint failed")  # PostgreSQL / SQLite wording
             if attempt == 5 or not any(r in str(e) for r in race):
@@ -197,15 +226,16 @@ def run_search(name: str, extra: Sequence[str] = (), root: Path | None = None, n
     fail_abandoned(study, root / spec.name)
 
     def objective(trial) -> float:
+        overrides = dedupe_overrides([*spec.base, *suggest(trial, spec.space), *extra])
         run_dir = root / spec.name / f"trial_{trial.number:04d}"
         held = lease.acquire(run_dir)  # first of all: from now on a restarted worker sees this trial as live
-        overrides = [*spec.base, *suggest(trial, spec.space), *extra]
         try:
-            cfg, raw = load([*overrides, f"results_root={run_dir.parent}", f"run_id={run_dir.name}", "logger=none",
-                             f"+tags.study={spec.name}", f"+tags.trial={trial.number}"])
+            cfg, raw = load(["logger=none", *overrides, f"results_root={run_dir.parent}", f"run_id={run_dir.name}",
+                             f"+tags.search={spec.name}", f"+tags.trial={trial.number}"])
         except BaseException:
             held.release()
             raise
+        raw["tags"]["params"] = cfg.tags["params"] = dict(trial.params)  # the trial's parameters, in W&B's config
         trial.set_user_attr("overrides", overrides)
 
         def report(iteration: int, metrics: dict) -> None:
@@ -226,7 +256,7 @@ def run_search(name: str, extra: Sequence[str] = (), root: Path | None = None, n
             study.stop()
 
     print(f"[search] {spec.name}: {finished(study)}/{spec.n_trials} trials finished; storage "
-          f"{study._storage.engine.url if hasattr(study._storage, 'engine') else spec.storage}", flush=True)
+          f"{shown_url(storage_url(spec, root))}", flush=True)
     while finished(study) < spec.n_trials:
         study.optimize(objective, n_trials=1, callbacks=[stop_when_done], catch=(ValueError, RuntimeError))
     return save_best(study, spec, root)
@@ -242,3 +272,41 @@ def save_best(study, spec: StudySpec, root: Path) -> dict:
     print("[search] overrides: " + " ".join(out["overrides"]), flush=True)
     print(f"[search] saved {root / f'{spec.name}_best.json'}", flush=True)
     return out
+
+
+def trials_table(name: str, root: Path | None = None):
+    """One row per trial of a search (number, state, value, parameters, minutes, run folder) from its storage;
+    ``None`` when the search has not started (no SQLite file yet)."""
+    import pandas as pd
+
+    import optuna
+
+    spec = load_spec(name)
+    root = Path(root or ROOT / "results" / "optuna")
+    url = storage_url(spec, root)
+    if spec.storage is None and not (root / f"{spec.name}.db").exists():
+        return None
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "Using an existing study" line above the table
+    study = build_study(spec, root)
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        minutes = (t.datetime_complete - t.datetime_start).total_seconds() / 60 if t.datetime_complete else None
+        rows.append({"trial": t.number, "state": t.state.name, "value": t.value, **t.params,
+                     "minutes": minutes, "run": str(root / spec.name / f"trial_{t.number:04d}")})
+    df = pd.DataFrame(rows)
+    df.attrs["storage"] = shown_url(url)
+    return df
+
+
+def print_trials(name: str, root: Path | None = None) -> None:
+    df = trials_table(name, root)
+    spec = load_spec(name)
+    if df is None:
+        where = storage_url(spec, Path(root or ROOT / "results" / "optuna"))
+        print(f"[search] {spec.name}: no trials yet (no storage at {where}); start it: python sweep.py search={name}")
+        return
+    print(f"[search] {spec.name}: {len(df)} trials, metric {spec.metric} ({spec.direction}); "
+          f"storage {df.attrs['storage']}")
+    if not df.empty:
+        print(df.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    print(f"[search] browse them: optuna-dashboard {df.attrs['storage']}   (pip install -e '.[dashboard]')")

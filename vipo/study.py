@@ -23,13 +23,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from vipo.config import CONFIG_DIR, ConfigError, load, read_yaml
+from vipo.config import CONFIG_DIR, ConfigError, load, read_yaml, unknown_name
 from vipo.sweep import (ROOT, Cell, _check_same_config, _fmt, adapt, expand_cells, launch, load_ablation,
                         resume_or_start)
 
 STUDY_KEYS = {"name", "title", "root", "world", "rewards", "parts", "analysis", "claims", "confirmatory"}
 PART_KEYS = {"ablation", "seeds", "rewards", "cells"}
-IGNORED = ("run_id", "results_root", "resume", "tags")  # fields that do not make two runs different
+IGNORED = ("run_id", "results_root", "resume", "tags", "logger")  # fields that do not make two runs different
 
 
 @dataclass
@@ -45,8 +45,7 @@ def load_study(name: str | Path) -> dict:
 
     path = Path(name) if str(name).endswith(".yaml") else CONFIG_DIR / "study" / f"{name}.yaml"
     if not path.exists():
-        known = ", ".join(sorted(p.stem for p in (CONFIG_DIR / "study").glob("*.yaml")))
-        raise ConfigError(f"config error: unknown study {name!r}; known: {known}")
+        raise unknown_name("study", name, [p.stem for p in (CONFIG_DIR / "study").glob("*.yaml")])
     spec = OmegaConf.to_container(read_yaml(path), resolve=True)
     unknown = set(spec) - STUDY_KEYS
     if unknown:
@@ -124,7 +123,8 @@ def plan_study(name: str | Path, extra: Sequence[str] = (), root: Path | None = 
                 if why:
                     print(f"[study] {where} left out: {why}", flush=True)
                     continue
-                base = [*world, *spec["rewards"][reward], *cells[cell_name].overrides, *carried, *extra, "logger=none"]
+                base = ["logger=none", *world, *spec["rewards"][reward], *cells[cell_name].overrides, *carried,
+                        *extra]  # logger=none first: the user's logger=... wins
                 try:
                     _, raw0 = load(base)  # composed once; the seed only sets train.seed
                 except ConfigError as e:
@@ -198,8 +198,8 @@ def write_index(root: Path, index: list[dict]) -> Path:
     return path
 
 
-def run_study(name: str | Path, extra: Sequence[str] = (), workers: int = 1, root: Path | None = None, threads: int = 1,
-              runner: Sequence[str] | None = None, seeds_cap: int | None = None,
+def run_study(name: str | Path, extra: Sequence[str] = (), workers: int = 1, root: Path | None = None,
+              threads: int | None = None, runner: Sequence[str] | None = None, seeds_cap: int | None = None,
               only_parts: Sequence[str] | None = None) -> list[StudyRun]:
     """Run every unfinished run of the study (resuming started ones); returns the runs launched.
 

@@ -4,8 +4,8 @@ An ablation file (``experiments/ablation/<name>.yaml``) lists cells, either by n
 of overrides) or as a product of axes (``axes:``, key -> values). Every (cell, seed) pair is one run folder
 ``results/sweeps/<ablation>/<experiment>/<cell>-s<seed>``. A finished cell (``summary.json`` exists) is skipped, a
 started one (checkpoint, no summary) is resumed, so re-running the same command after a crash finishes
-the grid. Cells run as subprocesses, ``workers`` at a time, one CPU thread each. The table ``sweep.py`` prints at
-the end comes from the summaries (``analysis.report.sweep_table``).
+the grid. Cells run as subprocesses, ``workers`` at a time, one CPU thread each when several run at once. The
+table ``sweep.py`` prints at the end comes from the summaries (``analysis.report.sweep_table``).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from typing import Sequence
 
 from typing import Callable, Optional
 
-from vipo.config import CONFIG_DIR, ConfigError, compose_dict, load, read_yaml
+from vipo.config import CONFIG_DIR, ConfigError, compose_dict, load, read_yaml, unknown_name
 from vipo.registry import Registry
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -47,8 +47,7 @@ def load_ablation(name: str) -> dict:
 
     path = CONFIG_DIR / "ablation" / f"{name}.yaml"
     if not path.exists():
-        known = ", ".join(sorted(p.stem for p in (CONFIG_DIR / "ablation").glob("*.yaml")))
-        raise ConfigError(f"config error: unknown ablation {name!r}; known: {known}")
+        raise unknown_name("ablation", name, [p.stem for p in (CONFIG_DIR / "ablation").glob("*.yaml")])
     spec = OmegaConf.to_container(read_yaml(path), resolve=True)
     allowed = {"name", "table", "cells", "axes", "base", "seeds", "metrics", "reference", "per_reward", "requires"}
     unknown = set(spec) - allowed
@@ -136,9 +135,9 @@ def expand_cells(spec: dict, seeds: Sequence[int]) -> list[Cell]:
 
 
 def cell_overrides(cell: Cell, ablation: str, root: Path, extra: Sequence[str]) -> list[str]:
-    return [*cell.overrides, *extra, f"train.seed={cell.seed}", f"results_root={root}",
-            f"run_id={cell.name}-s{cell.seed}", "logger=none",
-            f"+tags.ablation={ablation}", f"+tags.cell={cell.name}"]
+    """``logger=none`` comes before the user's overrides: a sweep logs to W&B when asked (``logger=wandb``)."""
+    return ["logger=none", *cell.overrides, *extra, f"train.seed={cell.seed}", f"results_root={root}",
+            f"run_id={cell.name}-s{cell.seed}", f"+tags.ablation={ablation}", f"+tags.cell={cell.name}"]
 
 
 def default_root(ablation: str, extra: Sequence[str] = ()) -> Path:
@@ -189,7 +188,8 @@ def _check_same_config(cell: Cell) -> None:
         return
     old = flatten(yaml.safe_load(path.read_text()) or {})
     new = flatten(json.loads(json.dumps(cell.raw)))
-    diff = sorted(k for k in set(old) | set(new) if k != "resume" and old.get(k) != new.get(k))
+    diff = sorted(k for k in set(old) | set(new)
+                  if k != "resume" and not k.startswith("logger.") and old.get(k) != new.get(k))
     if diff:
         shown = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in diff[:4])
         raise ConfigError(f"config error: {cell.run_dir} already holds a run with a different config ({shown}); "
@@ -199,8 +199,17 @@ def _check_same_config(cell: Cell) -> None:
 def resume_or_start(cell: Cell, runner: Sequence[str], args: Sequence[str]) -> list[str]:
     """The command that trains ``cell``: resume from its checkpoint when one exists, else start with ``args``."""
     if (cell.run_dir / "checkpoints" / "last.pt").exists():
-        return [*runner, f"resume={cell.run_dir}"]
+        return [*runner, f"resume={cell.run_dir}", *logger_args(cell.raw)]
     return [*runner, *args]
+
+
+def logger_args(raw: dict) -> list[str]:
+    """The tracker of this invocation as dotted overrides, for a resumed run (whose other fields come from its
+    config.yaml): a run started without W&B and resumed with ``logger=wandb`` logs its remaining iterations."""
+    def fmt(v):
+        return "null" if v is None else "[" + ",".join(map(str, v)) + "]" if isinstance(v, list) else str(v)
+
+    return [f"logger.{k}={fmt(v)}" for k, v in (raw.get("logger") or {}).items()]
 
 
 def _command(cell: Cell, ablation: str, extra: Sequence[str], runner: Sequence[str]) -> list[str]:
@@ -208,7 +217,7 @@ def _command(cell: Cell, ablation: str, extra: Sequence[str], runner: Sequence[s
 
 
 def run_sweep(ablation: str, seeds: Sequence[int], extra: Sequence[str] = (), workers: int = 1,
-              root: Path | None = None, threads: int = 1, runner: Sequence[str] | None = None) -> list[Cell]:
+              root: Path | None = None, threads: int | None = None, runner: Sequence[str] | None = None) -> list[Cell]:
     """Run every unfinished cell; ``runner`` is the command line that trains one cell (default: train.py)."""
     runner = list(runner or [sys.executable, str(ROOT / "train.py")])
     cells = plan(ablation, seeds, extra, root)
@@ -234,9 +243,11 @@ def _die_with_parent(parent: int):
     return setup
 
 
-def launch(cells: Sequence[Cell], command, workers: int = 1, threads: int = 1, label: str = "sweep") -> list[Cell]:
+def launch(cells: Sequence[Cell], command, workers: int = 1, threads: int | None = None,
+           label: str = "sweep") -> list[Cell]:
     """Run ``command(cell)`` (an argv) for every cell without a ``summary.json``, ``workers`` at a time, each with
-    ``threads`` CPU threads and its output in ``<run_dir>/train.log``. Returns the cells that failed.
+    ``threads`` CPU threads (default: one when several run at once, else what ``train.threads`` decides) and its
+    output in ``<run_dir>/train.log``. Returns the cells that failed.
 
     A cell whose run folder is leased by a live process (another sweep, a trainer that outlived its sweep) is
     "running elsewhere": it is not started but waited for, and counted by how it ends (a summary: done;
@@ -246,12 +257,15 @@ def launch(cells: Sequence[Cell], command, workers: int = 1, threads: int = 1, l
 
     if workers < 1:
         raise ConfigError(f"config error: workers={workers}: needs at least 1")
+    threads = threads or (1 if workers > 1 else None)
     from vipo.records import read_summary
 
     todo = [c for c in cells if read_summary(c.run_dir) is None]  # an unreadable summary: the run is finished again
     print(f"[sweep] {label}: {len(cells)} runs, {len(cells) - len(todo)} done, {len(todo)} to run "
           f"({workers} at a time) -> {cells[0].run_dir.parent if cells else '-'}", flush=True)
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    env = {**os.environ, "VIPO_PARALLEL_RUNS": str(workers)}  # train.threads=0 (auto) reads it
+    if threads:
+        env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     running: list[tuple[Cell, subprocess.Popen, Path]] = []
     elsewhere: dict[int, tuple[Cell, float]] = {}  # id(cell) -> (cell, when first seen held elsewhere)
     failed: list[Cell] = []

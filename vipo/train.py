@@ -28,12 +28,13 @@ from vipo.eval import EVALUATORS
 from vipo.eval.during import FixedNoiseEval, due_iterations
 from vipo.generators import GENERATORS
 from vipo.images import save_image_grid, save_map_grid
-from vipo.loggers import LOGGERS
+from vipo.loggers import LOGGERS, tracking_fields
 from vipo.maps import make_maps, map_capture
 from vipo.prompts import load_prompts
 from vipo.records import append_jsonl, atomic_torch_save, atomic_write_json, read_jsonl, read_summary, truncate_jsonl
 from vipo.rollout import rollout
 from vipo.run_folder import RunExists, check_new, new_run_dir, prepare, write_config  # noqa: F401 (RunExists: cli)
+from vipo.threads import resolve_threads
 from vipo.update import NonFiniteError, select_timesteps, update
 
 CHECKPOINT = ckpts.CHECKPOINT
@@ -103,8 +104,8 @@ class Trainer:
         self.cfg, self.raw = cfg, raw
         self.on_eval = on_eval  # called with (iteration, eval metrics) after each evaluation (Optuna pruning)
         dist.init()
-        if cfg.train.threads > 0:
-            torch.set_num_threads(cfg.train.threads)
+        self.threads, self.threads_why = resolve_threads(cfg.train.threads)
+        torch.set_num_threads(self.threads)
         self.device = resolve_device(cfg.train.device)
         torch.manual_seed(cfg.train.seed)
         from vipo.backbones import BACKBONES
@@ -179,7 +180,8 @@ class Trainer:
             write_config(self.run_dir, raw, bool(cfg.resume), self.start)
             environment.record(self.run_dir, self.start)  # env.json: versions, commit; kept (and compared) on resume
         self.logger = LOGGERS.build(cfg.logger.name, run_dir=self.run_dir, run_id=self.run_dir.name, config=raw,
-                                    project=cfg.logger.project, mode=cfg.logger.mode) if dist.is_main() else LOGGERS.build("none")
+                                    project=cfg.logger.project, mode=cfg.logger.mode,
+                                    **tracking_fields(cfg)) if dist.is_main() else LOGGERS.build("none")
 
     # -- checkpoints -------------------------------------------------------------------------------
     def _save(self, iteration: int, record: Optional[dict] = None) -> None:
@@ -348,15 +350,19 @@ class Trainer:
         done = read_summary(self.run_dir) if self.start >= t.iterations else None  # an unreadable one is rewritten
         if done is not None:
             print(f"[vipo] {self.run_dir} is already complete", flush=True)
+            self.logger.finish()
             return done
         if dist.is_main():
             print(f"[vipo] run folder: {self.run_dir}  ({cfg.generator.name}, reward={cfg.reward.name}, "
-                  f"advantage={cfg.advantage.mode}, map={cfg.psm.source}:{cfg.backbone.name})", flush=True)
+                  f"advantage={cfg.advantage.mode}, map={cfg.psm.source}:{cfg.backbone.name}, "
+                  f"threads={self.threads} [{self.threads_why}])", flush=True)
         due = due_iterations(cfg.eval.every, cfg.eval.schedule, t.iterations)
         if self.start == 0 and 0 in due:
             baseline = self.evaluate(-1)
             if dist.is_main():
                 append_jsonl(self.metrics_path, {"iteration": -1, **baseline})
+                self.logger.log(baseline, step=-1)
+                self._log_images(-1)
         last_eval: dict = {}
         for it in range(self.start, t.iterations):
             record, images, maps = self.iteration(it)
@@ -374,6 +380,8 @@ class Trainer:
                     self.lease.check()  # taken over while this process stalled: stop writing
                 append_jsonl(self.metrics_path, record)
                 self.logger.log(record, step=it)
+                if evaluated:
+                    self._log_images(it)
                 if it % t.log_every == 0 or final:
                     self._print(record, t.iterations)
             if final or (it + 1) % t.checkpoint_every == 0:
@@ -386,15 +394,23 @@ class Trainer:
         if dist.is_main():
             atomic_write_json(self.run_dir / "summary.json", summary)
             (self.run_dir / "failed.json").unlink(missing_ok=True)  # an earlier attempt's failure is now history
-            self.logger.finish()
+            self.logger.finish(summary)
             print(f"[vipo] done: {self.run_dir}/summary.json", flush=True)
         return summary
+
+    def _log_images(self, it: int) -> None:
+        """The sample and map grids written at evaluation ``it`` go to the tracker too."""
+        what = f"iteration {it}" if it >= 0 else "before training"
+        self.logger.log_images({"samples": (self.run_dir / f"images/samples_it{it:05d}.png", f"samples, {what}"),
+                                "maps": (self.run_dir / f"images/maps_it{it:05d}.png", f"maps, {what}")}, step=it)
 
     def _print(self, r: dict, total: int) -> None:
         ev = "  ".join(f"{k[5:]} {v:.3f}" for k, v in r.items()
                        if k.startswith("eval/") and not k.startswith(("eval/reward_", "eval/reward_std")))
-        print(f"[vipo] it {r['iteration'] + 1:4d}/{total}  reward {r['reward_mean']:.4f} ± {r['reward_std']:.4f}  "
-              f"clipfrac {r['clipfrac']:.3f}  kl {r['approx_kl']:.1e}  |  {r['time_iter']:.2f}s "
+        # the iteration number of metrics.jsonl and the image files (0-based), then how many of the total are done
+        print(f"[vipo] it {r['iteration']:4d} ({r['iteration'] + 1}/{total})  "
+              f"reward {r['reward_mean']:.4f} ± {r['reward_std']:.4f}  clipfrac {r['clipfrac']:.3f}  "
+              f"kl {r['approx_kl']:.1e}  |  {r['time_iter']:.2f}s "
               f"(sample {r['time_sample']:.2f} reward {r['time_reward']:.2f} map {r['time_map']:.2f} "
               f"update {r['time_update']:.2f})" + (f"  |  eval: {ev}" if ev else ""), flush=True)
 
