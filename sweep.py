@@ -36,12 +36,27 @@ def _take(argv: list[str], key: str, default=None):
     return default
 
 
+def _int(key: str, value: str, low: int = 1) -> int:
+    """A whole-number command-line value, at least ``low``; else a one-line ``ConfigError``."""
+    try:
+        n = int(value)
+    except ValueError:
+        raise ConfigError(f"config error: {key}={value}: not a whole number") from None
+    if n < low:
+        raise ConfigError(f"config error: {key}={value}: must be at least {low}")
+    return n
+
+
 def _seeds(value: str | None, spec_seeds) -> list[int]:
+    """``seeds=N`` (the first N seeds, N >= 1) or ``seeds=[0,3,7]`` (those seeds, each >= 0)."""
     if value is None:
         return list(spec_seeds or [0])
     if value.startswith("["):
-        return [int(v) for v in value.strip("[]").split(",") if v.strip()]
-    return list(range(int(value)))
+        seeds = [_int("seeds", v.strip(), 0) for v in value.strip("[]").split(",") if v.strip()]
+        if not seeds:
+            raise ConfigError(f"config error: seeds={value}: the list is empty")
+        return seeds
+    return list(range(_int("seeds", value)))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -73,7 +88,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print_trials(search)
                 return 0
             trials = _take(argv, "trials")
-            run_search(search, argv, n_trials=int(trials) if trials else None)
+            run_search(search, argv, n_trials=_int("trials", trials) if trials else None)
             return 0
         if not ablation:
             print("sweep.py needs ablation=<name>, study=<name> or search=<name>", file=sys.stderr)
@@ -84,12 +99,21 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         spec = load_ablation(ablation)
         seeds = _seeds(_take(argv, "seeds"), spec.get("seeds"))
-        workers = int(_take(argv, "workers", "1"))
+        workers = _int("workers", _take(argv, "workers", "1"))
+        failed = []
         if not only_table:
-            run_sweep(ablation, seeds, argv, workers=workers)
+            failed = [c for c in run_sweep(ablation, seeds, argv, workers=workers) if c.status == "failed"]
         cells = sweep_table(ablation, extra=argv)
         title = f"{spec.get('table', ablation)}: mean ± 95% t interval over seeds"
         print("\n" + (markdown(cells_view(cells, title)) if cells is not None else f"{title}\n(no finished runs)"))
+        if only_table:
+            from vipo.results import print_failed
+            from vipo.sweep import default_root
+
+            print_failed(default_root(ablation, argv), prefix="[sweep] ")
+        if failed:  # a sweep with a failed run is not a success
+            print(f"[sweep] {len(failed)} run(s) failed: {', '.join(c.run_dir.name for c in failed)}", file=sys.stderr)
+            return 1
     except ConfigError as e:
         print(str(e), file=sys.stderr)
         return 2
@@ -100,15 +124,20 @@ def _study(name: str, argv: list[str], only_table: bool) -> int:
     from vipo.study import load_study, run_study, study_root
 
     spec = load_study(name)
-    workers = int(_take(argv, "workers", "1"))
+    workers = _int("workers", _take(argv, "workers", "1"))
     cap = _take(argv, "seeds")  # seeds=N caps every part at its first N seeds (for a quick pass)
     parts = _take(argv, "parts")  # parts=main,psm_k runs only the runs those parts need (main comparison first)
+    failed = []
     if not only_table:
-        run_study(name, argv, workers=workers, seeds_cap=int(cap) if cap else None,
-                  only_parts=parts.split(",") if parts else None)
+        runs = run_study(name, argv, workers=workers, seeds_cap=_int("seeds", cap) if cap else None,
+                         only_parts=parts.split(",") if parts else None)
+        failed = [r.cell for r in runs if r.cell.status == "failed"]
     from analysis.report import study_tables
 
     print(study_tables(name, study_root(spec)))
+    if failed:
+        print(f"[study] {len(failed)} run(s) failed: {', '.join(c.run_dir.name for c in failed)}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -10,6 +10,7 @@ root grouped by a column of ``vipo.results.collect`` (mean ± 95% t interval ove
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 from typing import Sequence
@@ -163,6 +164,10 @@ def build(root: str | Path, out: str | Path, ablations: Sequence[str] | None = N
         _say(f"no finished runs (summary.json) under {root}; no tables to build")
         return []
     _say(f"{len(runs)} finished runs under {root} -> {out}")
+    from vipo.results import failed_runs
+
+    for run_dir, error in failed_runs(root):  # listed, never counted as finished
+        _say(f"FAILED {run_dir}: {error}")
     from vipo.config import CONFIG_DIR
     from vipo.sweep import load_ablation
 
@@ -171,16 +176,19 @@ def build(root: str | Path, out: str | Path, ablations: Sequence[str] | None = N
     reports, pages, no_runs = [], Pages(), []
     studies = sorted(p.parent for p in root.rglob("index.json"))
     in_study = runs["run_dir"].map(lambda d: any(Path(d).is_relative_to(s) for s in studies))
-    from vipo.study import study_of_root
+    from vipo.study import read_index, study_of_root
 
+    studied = set()
     for sroot in studies:  # a study's runs serve several (ablation, cell) pairs: its index.json says which
+        try:
+            studied |= {e["ablation"] for e in read_index(sroot)}  # (an unreadable index is rebuilt when possible)
+        except FileNotFoundError as e:
+            print(f"warning: {e}; that study's tables are skipped", file=sys.stderr, flush=True)
+            continue
         where = sroot.relative_to(root) if sroot != root else Path(sroot.name)
         study = study_of_root(sroot)
         collected = pages.page(f"study-{where}", f"Study {study or where} (`{where}`)")
         reports += _study(sroot, root, names, out, formats, levels, interval_kind, figures, collected)
-    from vipo.study import read_index
-
-    studied = {e["ablation"] for s in studies for e in read_index(s)}
     runs = runs[~in_study]
     for name in names:
         spec = load_ablation(name)
@@ -258,6 +266,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if bad:
         ap.error(f"unknown format(s) {bad}; known: {', '.join(RENDERERS)}")
     levels = [float(v) for v in args.levels.split(",")] if args.levels else None
+    if not Path(args.root).is_dir():
+        print(f"error: results root {args.root} does not exist", file=sys.stderr)
+        return 2
     build(args.root, args.out, args.ablation, formats, levels, args.interval, not args.no_figures)
     return 0
 

@@ -335,6 +335,41 @@ def _check_choices(cfg: Config) -> None:
                           "(per-position ratios with a scalar advantage is advantage.mode=ones)")
 
 
+def yaml_error(e: Exception, path: str | Path) -> ConfigError:
+    """One line for a YAML syntax error: the file, the line and the parser's own words."""
+    mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
+    where = f" line {mark.line + 1}" if mark is not None else ""
+    what = " ".join(str(getattr(e, "problem", None) or e).split())
+    context, start = getattr(e, "context", None), getattr(e, "context_mark", None)
+    if context and start is not None and mark is not None and start.line != mark.line:
+        context += f" that starts on line {start.line + 1}"
+    return ConfigError(f"config error: YAML syntax error in {path}{where}: {what}" + (f" ({context})" if context else ""))
+
+
+def read_yaml(path: str | Path):
+    """``OmegaConf.load(path)`` with a one-line ``ConfigError`` for a file that is not valid YAML."""
+    import yaml
+    from omegaconf import OmegaConf
+
+    try:
+        return OmegaConf.load(path)
+    except yaml.YAMLError as e:
+        raise yaml_error(e, path) from None
+
+
+def _find_yaml_error(config_dir: Path) -> Optional[ConfigError]:
+    """The first config file under ``config_dir`` that is not valid YAML, as a one-line error (Hydra's own error
+    does not name the file)."""
+    import yaml
+
+    for path in sorted(config_dir.rglob("*.yaml")):
+        try:
+            yaml.safe_load(path.read_text())
+        except yaml.YAMLError as e:
+            return yaml_error(e, path.relative_to(config_dir.parent) if path.is_relative_to(config_dir.parent) else path)
+    return None
+
+
 def compose(overrides: Sequence[str] = (), config_name: str = "config", config_dir: str | Path | None = None):
     """Compose ``experiments/<config_name>.yaml`` with Hydra overrides -> OmegaConf DictConfig."""
     from hydra import compose as hydra_compose
@@ -360,9 +395,13 @@ def compose_dict(overrides: Sequence[str] = (), config_dir: str | Path | None = 
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
+    import yaml
+
     overrides = list(overrides)
     try:
         raw = OmegaConf.to_container(compose(overrides, config_dir=config_dir), resolve=True)
+    except yaml.YAMLError as e:
+        raise (_find_yaml_error(Path(config_dir or CONFIG_DIR).resolve()) or yaml_error(e, "a config file")) from None
     except (HydraException, OmegaConfBaseException) as e:
         msg = " ".join(str(e).split())
         missing = re.match(r"Could not override '([^']+)'", msg)

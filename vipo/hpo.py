@@ -5,8 +5,10 @@ A study spec (``sweeps/<name>.yaml``) names the search space (config key -> dist
 pruner and the storage (default ``sqlite:///results/optuna/<name>.db``; any SQLAlchemy URL such as
 PostgreSQL serves many workers). Each trial is one training run in this process under
 ``results/optuna/<name>/trial_<n>``; every evaluation is reported to the pruner. Killing a worker and
-starting it again resumes the study: finished trials stay, a trial whose heartbeat stopped is marked
-failed and retried, and the loop stops once ``n_trials`` trials have finished (complete or pruned).
+starting it again resumes the study: finished trials stay, a trial whose worker is gone (its trial folder's lease,
+``vipo.lease``: a dead pid on this host or a silent heartbeat) is marked FAIL at once and retried, and the loop
+stops once ``n_trials`` trials have finished (complete or pruned). A study remembers its fixed overrides (the
+spec's ``base`` and the command line's); continuing it with others is refused, naming the keys.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from vipo.config import ConfigError, load, unknown_name
+from vipo.config import ConfigError, load, read_yaml, unknown_name
 from vipo.records import atomic_write_json
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -46,7 +48,7 @@ def load_spec(name_or_path: str) -> StudySpec:
         path = SPEC_DIR / f"{name_or_path}.yaml"
     if not path.exists():
         raise unknown_name("search", name_or_path, [p.stem for p in SPEC_DIR.glob("*.yaml")])
-    raw = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+    raw = OmegaConf.to_container(read_yaml(path), resolve=True)
     try:
         spec = StudySpec(**raw)
     except TypeError as e:
@@ -149,6 +151,57 @@ def build_study(spec: StudySpec, root: Path):
                                direction=spec.direction, load_if_exists=True)
 
 
+GRACE_S = 30.0  # a RUNNING trial without a lease on its folder is left alone this long (its worker is starting)
+
+
+def _overrides(items: Sequence[str]) -> dict:
+    return {o.lstrip("+~").split("=", 1)[0]: (o.split("=", 1)[1] if "=" in o else None) for o in items}
+
+
+def check_fixed(study, fixed: Sequence[str]) -> None:
+    """A study remembers the overrides every trial shares (the spec's ``base`` and the command line's); continuing it
+    with others would mix trials of two settings (and a best file from either), so it is refused, naming the keys."""
+    old = study.user_attrs.get("fixed_overrides")
+    if old is None:
+        study.set_user_attr("fixed_overrides", list(fixed))
+        return
+    a, b = _overrides(old), _overrides(fixed)
+    diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+    if diff:
+        shown = ", ".join(f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in diff[:6])
+        raise ConfigError(f"config error: study {study.study_name} was run with other fixed overrides ({shown}); "
+                          "continue it with the same ones, or give this search another study name or storage")
+
+
+def fail_abandoned(study, folder: Path, grace_s: float = GRACE_S) -> list[int]:
+    """Mark FAIL every RUNNING trial whose worker is gone: its trial folder has no live lease (``vipo.lease``; a dead
+    pid on this host, or no heartbeat for ``lease.STALE_S`` seconds anywhere) and it started more than ``grace_s``
+    seconds ago. Its parameters are queued once more (a trial that is itself a retry is not). Returns the numbers."""
+    import datetime as dt
+
+    import optuna
+
+    from vipo import lease
+
+    now = dt.datetime.now()
+    out = []
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        run_dir = folder / f"trial_{t.number:04d}"
+        info = lease.holder(run_dir)
+        if info is not None and lease.stale_reason(info) is None:
+            continue  # a live worker, here or on another machine
+        if info is None and t.datetime_start is not None and (now - t.datetime_start).total_seconds() < grace_s:
+            continue
+        why = lease.stale_reason(info) if info is not None else "no lease on its folder"
+        study._storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
+        if "retry_of" not in t.user_attrs:
+            study.enqueue_trial(t.params, user_attrs={"retry_of": t.number}, skip_if_exists=False)
+        print(f"[search] trial {t.number} was left RUNNING by a worker that is gone ({why}); marked FAIL"
+              + ("" if "retry_of" in t.user_attrs else " and queued again"), flush=True)
+        out.append(t.number)
+    return out
+
+
 def finished(study) -> int:
     import optuna
 
@@ -160,6 +213,7 @@ def run_search(name: str, extra: Sequence[str] = (), root: Path | None = None, n
     """Run (or resume) a study in this process until it has ``n_trials`` finished trials; returns the best."""
     import optuna
 
+    from vipo import lease
     from vipo.train import Trainer
 
     spec = load_spec(name)
@@ -168,12 +222,19 @@ def run_search(name: str, extra: Sequence[str] = (), root: Path | None = None, n
     root = Path(root or ROOT / "results" / "optuna")
     load([*spec.base, *extra])  # fail fast on a bad base config, before any trial starts
     study = build_study(spec, root)
+    check_fixed(study, [*spec.base, *extra])
+    fail_abandoned(study, root / spec.name)
 
     def objective(trial) -> float:
         overrides = dedupe_overrides([*spec.base, *suggest(trial, spec.space), *extra])
         run_dir = root / spec.name / f"trial_{trial.number:04d}"
-        cfg, raw = load(["logger=none", *overrides, f"results_root={run_dir.parent}", f"run_id={run_dir.name}",
-                         f"+tags.search={spec.name}", f"+tags.trial={trial.number}"])
+        held = lease.acquire(run_dir)  # first of all: from now on a restarted worker sees this trial as live
+        try:
+            cfg, raw = load(["logger=none", *overrides, f"results_root={run_dir.parent}", f"run_id={run_dir.name}",
+                             f"+tags.search={spec.name}", f"+tags.trial={trial.number}"])
+        except BaseException:
+            held.release()
+            raise
         raw["tags"]["params"] = cfg.tags["params"] = dict(trial.params)  # the trial's parameters, in W&B's config
         trial.set_user_attr("overrides", overrides)
 
@@ -184,7 +245,10 @@ def run_search(name: str, extra: Sequence[str] = (), root: Path | None = None, n
             if trial.should_prune():
                 raise optuna.TrialPruned(f"pruned at iteration {iteration}")
 
-        summary = Trainer(cfg, raw, on_eval=report).run()
+        try:
+            summary = Trainer(cfg, raw, on_eval=report, held=held).run()
+        finally:
+            held.release()  # (run releases it too; a trainer that fails to build does not get that far)
         return objective_value(summary, spec.metric)
 
     def stop_when_done(study, trial) -> None:

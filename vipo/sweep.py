@@ -22,7 +22,7 @@ from typing import Sequence
 
 from typing import Callable, Optional
 
-from vipo.config import CONFIG_DIR, ConfigError, compose_dict, load, unknown_name
+from vipo.config import CONFIG_DIR, ConfigError, compose_dict, load, read_yaml, unknown_name
 from vipo.registry import Registry
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -35,6 +35,7 @@ class Cell:
     seed: int  # train.seed
     run_dir: Path = field(default=Path())
     raw: dict = field(default_factory=dict)  # the resolved config the cell will run with
+    status: str = ""  # after ``launch``: done | failed (this or another process ran it) | "" (not run)
 
 
 def _fmt(value) -> str:
@@ -47,7 +48,7 @@ def load_ablation(name: str) -> dict:
     path = CONFIG_DIR / "ablation" / f"{name}.yaml"
     if not path.exists():
         raise unknown_name("ablation", name, [p.stem for p in (CONFIG_DIR / "ablation").glob("*.yaml")])
-    spec = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+    spec = OmegaConf.to_container(read_yaml(path), resolve=True)
     allowed = {"name", "table", "cells", "axes", "base", "seeds", "metrics", "reference", "per_reward", "requires"}
     unknown = set(spec) - allowed
     if unknown:
@@ -257,7 +258,9 @@ def launch(cells: Sequence[Cell], command, workers: int = 1, threads: int | None
     if workers < 1:
         raise ConfigError(f"config error: workers={workers}: needs at least 1")
     threads = threads or (1 if workers > 1 else None)
-    todo = [c for c in cells if not (c.run_dir / "summary.json").exists()]
+    from vipo.records import read_summary
+
+    todo = [c for c in cells if read_summary(c.run_dir) is None]  # an unreadable summary: the run is finished again
     print(f"[sweep] {label}: {len(cells)} runs, {len(cells) - len(todo)} done, {len(todo)} to run "
           f"({workers} at a time) -> {cells[0].run_dir.parent if cells else '-'}", flush=True)
     env = {**os.environ, "VIPO_PARALLEL_RUNS": str(workers)}  # train.threads=0 (auto) reads it
@@ -307,6 +310,7 @@ def launch(cells: Sequence[Cell], command, workers: int = 1, threads: int | None
                     continue
                 finished += 1
                 ok = proc.returncode in (0, lease.EXIT_EXISTS) and (cell.run_dir / "summary.json").exists()
+                cell.status = "done" if ok else "failed"
                 print(f"[sweep] {'done ' if ok else 'FAILED'} {cell.run_dir.name}"
                       + ("" if ok else f" (exit {proc.returncode}; see {log})") + progress(), flush=True)
                 if not ok:
@@ -318,10 +322,12 @@ def launch(cells: Sequence[Cell], command, workers: int = 1, threads: int | None
                 fail = cell.run_dir / "failed.json"
                 if (cell.run_dir / "summary.json").exists():
                     finished += 1
+                    cell.status = "done"
                     print(f"[sweep] done  {cell.run_dir.name} (elsewhere)" + progress(), flush=True)
                 elif fail.exists() and fail.stat().st_mtime >= since - 1:
                     finished += 1
                     failed.append(cell)
+                    cell.status = "failed"
                     print(f"[sweep] FAILED {cell.run_dir.name} (elsewhere; see {fail})" + progress(), flush=True)
                 else:  # its holder stopped without finishing: continue it here
                     print(f"[sweep] {cell.run_dir.name}: its holder stopped before finishing; continuing it here",
