@@ -4,18 +4,16 @@ An ablation file (``experiments/ablation/<name>.yaml``) lists cells, either by n
 of overrides) or as a product of axes (``axes:``, key -> values). Every (cell, seed) pair is one run folder
 ``results/sweeps/<ablation>/<experiment>/<cell>-s<seed>``. A finished cell (``summary.json`` exists) is skipped, a
 started one (checkpoint, no summary) is resumed, so re-running the same command after a crash finishes
-the grid. Cells run as subprocesses, ``workers`` at a time, one CPU thread each. The table printed at the
-end comes from the summaries (``analysis.tables``).
+the grid. Cells run through a launcher (``vipo.launchers``): subprocesses, ``workers`` at a time, one CPU thread
+each (``local``), or one SLURM array job (``slurm``). The table printed at the end comes from the summaries
+(``analysis.tables``).
 """
 
 from __future__ import annotations
 
 import itertools
 import json
-import os
-import subprocess
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -82,11 +80,12 @@ def cell_overrides(cell: Cell, ablation: str, root: Path, extra: Sequence[str]) 
             f"+tags.ablation={ablation}", f"+tags.cell={cell.name}"]
 
 
-def default_root(ablation: str, extra: Sequence[str] = ()) -> Path:
-    """``results/sweeps/<ablation>/<experiment>``: the same ablation on another experiment gets its own folder."""
+def default_root(ablation: str, extra: Sequence[str] = (), results: Path | None = None) -> Path:
+    """``<results>/sweeps/<ablation>/<experiment>`` (``results/`` of the project unless ``results_root=`` names
+    another folder): the same ablation on another experiment gets its own folder."""
     spec = load_ablation(ablation)
     cfg, _ = load([*(spec.get("base") or []), *extra])
-    return ROOT / "results" / "sweeps" / ablation / cfg.experiment
+    return Path(results or ROOT / "results") / "sweeps" / ablation / cfg.experiment
 
 
 def plan(ablation: str, seeds: Sequence[int], extra: Sequence[str], root: Path | None = None) -> list[Cell]:
@@ -122,61 +121,46 @@ def _check_same_config(cell: Cell) -> None:
                           "re-run with the same overrides, or move that folder away")
 
 
-def resume_or_start(cell: Cell, runner: Sequence[str], args: Sequence[str]) -> list[str]:
-    """The command that trains ``cell``: resume from its checkpoint when one exists, else start with ``args``."""
-    if (cell.run_dir / "checkpoints" / "last.pt").exists():
-        return [*runner, f"resume={cell.run_dir}"]
-    return [*runner, *args]
+def cell_jobs(cells: Sequence[Cell], args_of, runner: Sequence[str]) -> list:
+    """One launcher ``Job`` per cell: ``runner`` with the cell's overrides (``args_of(cell)``), or
+    ``resume=<run_dir>`` once the run folder holds a checkpoint."""
+    from vipo.launchers import Job
+
+    return [Job(c.run_dir, list(runner), list(args_of(c))) for c in cells]
 
 
-def _command(cell: Cell, ablation: str, extra: Sequence[str], runner: Sequence[str]) -> list[str]:
-    return resume_or_start(cell, runner, cell_overrides(cell, ablation, cell.run_dir.parent, extra))
+def launch(cells: Sequence[Cell], args_of, runner: Sequence[str], launcher=None, workers: int = 1, threads: int = 1,
+           label: str = "sweep", root: Path | None = None) -> list:
+    """Hand every cell without a ``summary.json`` that is not pending or running elsewhere to ``launcher`` (default:
+    the local pool, ``workers`` at a time, ``threads`` CPU threads each, output in ``<run_dir>/train.log``). The local
+    pool returns the jobs that failed, the SLURM launcher the jobs it submitted (those that failed with wait=true)."""
+    from vipo.launchers import dispatch
+    from vipo.launchers.local import LocalLauncher
+
+    launcher = launcher or LocalLauncher(workers, threads)
+    root = root or (cells[0].run_dir.parent if cells else Path("."))
+    return dispatch(cell_jobs(cells, args_of, runner), launcher, label, root)
+
+
+def default_runner() -> list[str]:
+    return [sys.executable, str(ROOT / "train.py")]
+
+
+def sweep_jobs(ablation: str, seeds: Sequence[int], extra: Sequence[str] = (), root: Path | None = None,
+               runner: Sequence[str] | None = None) -> list:
+    cells = plan(ablation, seeds, extra, root)
+    return cell_jobs(cells, lambda c: cell_overrides(c, ablation, c.run_dir.parent, extra), runner or default_runner())
 
 
 def run_sweep(ablation: str, seeds: Sequence[int], extra: Sequence[str] = (), workers: int = 1,
-              root: Path | None = None, threads: int = 1, runner: Sequence[str] | None = None) -> list[Cell]:
+              root: Path | None = None, threads: int = 1, runner: Sequence[str] | None = None,
+              launcher=None) -> list[Cell]:
     """Run every unfinished cell; ``runner`` is the command line that trains one cell (default: train.py)."""
-    runner = list(runner or [sys.executable, str(ROOT / "train.py")])
+    runner = list(runner or default_runner())
     cells = plan(ablation, seeds, extra, root)
-    launch(cells, lambda c: _command(c, ablation, extra, runner), workers, threads, label=ablation)
+    launch(cells, lambda c: cell_overrides(c, ablation, c.run_dir.parent, extra), runner, launcher, workers, threads,
+           label=ablation, root=Path(root or default_root(ablation, extra)))
     return cells
-
-
-def launch(cells: Sequence[Cell], command, workers: int = 1, threads: int = 1, label: str = "sweep") -> list[Cell]:
-    """Run ``command(cell)`` (an argv) for every cell without a ``summary.json``, ``workers`` at a time, each with
-    ``threads`` CPU threads and its output in ``<run_dir>/train.log``. Returns the cells that failed."""
-    todo = [c for c in cells if not (c.run_dir / "summary.json").exists()]
-    print(f"[sweep] {label}: {len(cells)} runs, {len(cells) - len(todo)} done, {len(todo)} to run "
-          f"({workers} at a time) -> {cells[0].run_dir.parent if cells else '-'}", flush=True)
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-    running: list[tuple[Cell, subprocess.Popen, Path]] = []
-    failed: list[Cell] = []
-    queue = list(todo)
-    started = time.time()
-    while queue or running:
-        while queue and len(running) < workers:
-            cell = queue.pop(0)
-            cell.run_dir.mkdir(parents=True, exist_ok=True)
-            log = cell.run_dir / "train.log"
-            proc = subprocess.Popen(command(cell), cwd=ROOT, env=env, stdout=open(log, "a"), stderr=subprocess.STDOUT)
-            running.append((cell, proc, log))
-            print(f"[sweep] start {cell.run_dir.name}  (log: {log})", flush=True)
-        time.sleep(0.5)
-        for item in list(running):
-            cell, proc, log = item
-            if proc.poll() is None:
-                continue
-            running.remove(item)
-            ok = proc.returncode == 0 and (cell.run_dir / "summary.json").exists()
-            done = len(todo) - len(queue) - len(running)
-            print(f"[sweep] {'done ' if ok else 'FAILED'} {cell.run_dir.name}"
-                  + ("" if ok else f" (exit {proc.returncode}; see {log})")
-                  + f"  [{done}/{len(todo)}, {(time.time() - started) / 60:.1f} min]", flush=True)
-            if not ok:
-                failed.append(cell)
-    if failed:
-        print(f"[sweep] {len(failed)} run(s) failed; re-run the same command to retry them", flush=True)
-    return failed
 
 
 def table(ablation: str, root: Path | None = None, metrics: Sequence[str] | None = None, extra: Sequence[str] = ()):
