@@ -6,6 +6,7 @@
 #   export SLURM_CONF=/tmp/vipo-slurm/slurm.conf   # what `start` prints: sbatch/squeue/the tests find the cluster
 #   bash checks/slurm_cluster.sh stop      # stop every daemon `start` started (slurmd first), by pid
 #   bash checks/slurm_cluster.sh status
+#   bash checks/slurm_cluster.sh running   # exit 0 when both daemons of this cluster are up
 #
 # No systemd and no cgroups: proctrack/linuxproc, task/none, no accounting. One node, `localhost`, with this
 # machine's CPUs (VIPO_SLURM_CPUS to change) and memory. Exit 3 from `start` means SLURM cannot start here
@@ -120,11 +121,12 @@ stop() {
 
 case "$cmd" in
   start) start ;;
+  running) alive "$(pid_of "$D/slurmctld.pid")" && alive "$(pid_of "$D/slurmd.pid")" ;;
   stop) stop ;;
   status)
     for n in slurmctld slurmd; do
       pid=$(pid_of "$D/$n.pid"); if alive "$pid"; then say "$n running ($pid)"; else say "$n not running"; fi
     done
     [ -f "$CONF" ] && SLURM_CONF=$CONF sinfo 2>/dev/null ;;
-  *) echo "usage: $0 start|stop|status" >&2; exit 2 ;;
+  *) echo "usage: $0 start|stop|status|running" >&2; exit 2 ;;
 esac

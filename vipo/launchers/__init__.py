@@ -19,13 +19,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Sequence
 
-from vipo.config import CONFIG_DIR, ConfigError
 from vipo.registry import Registry
 
 LAUNCHERS: Registry = Registry("launcher")
 LAUNCHERS.register_lazy("local", "vipo.launchers.local:LocalLauncher")
 LAUNCHERS.register_lazy("slurm", "vipo.launchers.slurm:SlurmLauncher")
 
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "experiments"  # as vipo.config's; not imported here: a job
+# unpickles this module before submitit installs its signal handler, so it stays light (no torch, no Hydra)
 JOB_FILE = "job.json"  # in the run folder: launcher, job id, submission time, host
 LIVE = ("pending", "running")
 
@@ -58,6 +59,8 @@ def load_options(name: str, overrides: Sequence[str] = ()) -> dict:
     """The options of ``experiments/launcher/<name>.yaml`` with ``launcher.<key>=<value>`` overrides applied."""
     from omegaconf import OmegaConf
 
+    from vipo.config import ConfigError
+
     path = launcher_file(name)
     if not path.exists():
         known = ", ".join(sorted(p.stem for p in path.parent.glob("*.yaml")))
@@ -79,6 +82,8 @@ def load_options(name: str, overrides: Sequence[str] = ()) -> dict:
 
 def get_launcher(name: str = "local", overrides: Sequence[str] = (), **extra):
     """A launcher instance from its file, command-line overrides and keyword options (e.g. ``workers``)."""
+    from vipo.config import ConfigError
+
     opts = load_options(name, overrides)
     kind = opts.pop("launcher")
     try:

@@ -19,7 +19,6 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from vipo.config import ConfigError
 from vipo.launchers import Job, format_status, last_log_line, now_iso, states, write_job
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -49,6 +48,8 @@ class SlurmLauncher:
                  max_num_timeout: int = 10, stderr_to_stdout: bool = True, **options):
         unknown = set(options) - BASE - SLURM_ONLY
         if unknown:
+            from vipo.config import ConfigError
+
             raise ConfigError(f"config error: unknown slurm launcher option(s) {sorted(unknown)}")
         self.folder = submitit_folder  # submitit's pickles and logs; default <results folder>/.submitit
         self.wait = bool(wait)  # follow the jobs until none is pending or running, printing progress
@@ -99,7 +100,7 @@ class SlurmLauncher:
         folder = Path(self.folder or Path(jobs[0].run_dir).parent / ".submitit")
         ex = self.executor(folder)
         cpus = int(self.options.get("cpus_per_task") or 1)
-        stop_wait_s = max(5, int(self.options.get("signal_delay_s") or 90) - 10)  # the kill comes at the limit
+        stop_wait_s = max(10, int(self.options.get("signal_delay_s") or 90) - 5)  # the kill comes at the limit
         tic = time.perf_counter()
         with ex.batch():
             handles = [ex.submit(RunJob(job, cpus, stop_wait_s)) for job in jobs]
@@ -109,7 +110,8 @@ class SlurmLauncher:
             write_job(job.run_dir, launcher=self.name, job_id=h.job_id, submitted=when, run_dir=str(job.run_dir),
                       submitit_folder=str(folder))
         array = handles[0].job_id.split("_")[0]
-        print(f"[slurm] {label}: submitted {len(jobs)} run(s) as array job {array} in {seconds:.2f} s "
+        what = f"array job {array}" if len(jobs) > 1 else f"job {handles[0].job_id}"
+        print(f"[slurm] {label}: submitted {len(jobs)} run(s) as {what} in {seconds:.2f} s "
               f"({seconds / len(jobs) * 1000:.0f} ms per run); logs: <run folder>/train.log, submitit: {folder}",
               flush=True)
         if not self.wait:
@@ -141,6 +143,20 @@ def follow(jobs: Sequence[Job], label: str, poll_s: float = 10.0, root: Path | N
 def _port(job_id: str) -> int:
     """A port every task of one job derives alike and two jobs on one node rarely share."""
     return 15000 + int("".join(c for c in job_id if c.isdigit()) or 0) % 20000
+
+
+def _wait_until_caught(proc: subprocess.Popen, sig: int, timeout: float) -> None:
+    """Wait (up to ``timeout`` s) until ``proc`` has a handler for ``sig`` (Linux: the SigCgt mask of /proc)."""
+    deadline = time.time() + timeout
+    while proc.poll() is None and time.time() < deadline:
+        try:
+            caught = next(int(line.split()[1], 16) for line in open(f"/proc/{proc.pid}/status")
+                          if line.startswith("SigCgt:"))
+        except (OSError, StopIteration, ValueError):
+            return  # no /proc: send it now
+        if caught >> (sig - 1) & 1:
+            return
+        time.sleep(0.1)
 
 
 class RunJob:
@@ -193,6 +209,7 @@ class RunJob:
 
         proc = self._proc
         if proc is not None and proc.poll() is None:
+            _wait_until_caught(proc, signal.SIGUSR2, self.stop_wait_s)  # still starting: it would die of the signal
             proc.send_signal(signal.SIGUSR2)
             try:
                 proc.wait(timeout=self.stop_wait_s)
