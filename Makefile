@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 demo: setup  ## GRPO and ViPO side by side on the toy world (redness reward), ~3 minutes on 2 cores
-	$(PYTHON) -m vipo.demo
+	$(PYTHON) demo.py
 
 test: setup  ## the default test run (slow tests excluded)
 	$(PYTHON) -m pytest

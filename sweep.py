@@ -10,11 +10,158 @@
 Any of them on a SLURM cluster (docs/cluster.md): add launcher=slurm [launcher.partition=gpu ...] [wait=true];
 results_root=/shared/results puts the results there instead of results/; search=<name> launcher=slurm workers=N
 storage=postgresql://... starts N array tasks on one Optuna database.
+
+The runs are ``vipo.sweep`` / ``vipo.study`` / ``vipo.hpo`` through a launcher (``vipo.launchers``); the tables
+printed at the end are the analysis layer's (``analysis.report``), built from the summaries.
 """
 
-import sys
+from __future__ import annotations
 
-from vipo.sweep_cli import main
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from vipo.config import ConfigError
+
+FLAGS = ("table", "status")
+
+
+def _take(argv: list[str], key: str, default=None):
+    for a in list(argv):
+        if a.startswith(key + "="):
+            argv.remove(a)
+            return a.split("=", 1)[1]
+    return default
+
+
+def _seeds(value: str | None, spec_seeds) -> list[int]:
+    if value is None:
+        return list(spec_seeds or [0])
+    if value.startswith("["):
+        return [int(v) for v in value.strip("[]").split(",") if v.strip()]
+    return list(range(int(value)))
+
+
+def _launcher(argv: list[str], workers: int | None):
+    """``launcher=<name>`` (default local) with its ``launcher.<key>=<value>`` overrides and ``wait=``."""
+    from vipo.launchers import get_launcher, load_options
+
+    name = _take(argv, "launcher", "local")
+    overrides = [a for a in argv if a.startswith("launcher.")]
+    for a in overrides:
+        argv.remove(a)
+    wait = _take(argv, "wait")
+    if wait is not None:
+        overrides.append(f"wait={wait}")
+    threads = _take(argv, "threads")
+    if threads is not None:
+        overrides.append(f"threads={threads}")
+    kind = load_options(name)["launcher"]
+    extra = {"workers": workers} if kind == "local" and workers is not None else {}
+    return get_launcher(name, overrides, **extra)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or "-h" in argv or "--help" in argv:
+        print(__doc__)
+        return 0
+    flags = {f for f in FLAGS if f in argv}
+    argv = [a for a in argv if a not in FLAGS]
+    ablation, search, study = _take(argv, "ablation"), _take(argv, "search"), _take(argv, "study")
+    results = _take(argv, "results_root")  # where results/ is for this command: a shared file system on a cluster
+    results = Path(results).resolve() if results else None
+    try:
+        workers = _take(argv, "workers")
+        workers = int(workers) if workers is not None else None
+        if study:
+            return _study(study, argv, flags, workers, results)
+        if search:
+            return _search(search, argv, flags, workers, results)
+        if not ablation:
+            print("sweep.py needs ablation=<name>, study=<name> or search=<name>", file=sys.stderr)
+            return 2
+        return _ablation(ablation, argv, flags, workers, results)
+    except ConfigError as e:
+        print(str(e), file=sys.stderr)
+        return 2
+
+
+def _ablation(ablation: str, argv: list[str], flags: set, workers: int | None, results: Path | None) -> int:
+    from analysis.render import cells_view, markdown
+    from analysis.report import sweep_table
+    from vipo.sweep import default_root, load_ablation, run_sweep, sweep_jobs
+
+    spec = load_ablation(ablation)
+    seeds = _seeds(_take(argv, "seeds"), spec.get("seeds"))
+    launcher = _launcher(argv, workers)
+    root = default_root(ablation, argv, results)
+    if "status" in flags:
+        return _status(sweep_jobs(ablation, seeds, argv, root), root, f"ablation {ablation}")
+    if "table" not in flags:
+        run_sweep(ablation, seeds, argv, root=root, launcher=launcher)
+    cells = sweep_table(ablation, root=root, extra=argv)
+    title = f"{spec.get('table', ablation)}: mean ± 95% t interval over seeds"
+    print("\n" + (markdown(cells_view(cells, title)) if cells is not None else f"{title}\n(no finished runs)"))
+    return 0
+
+
+def _study(name: str, argv: list[str], flags: set, workers: int | None, results: Path | None) -> int:
+    from analysis.report import study_tables
+    from vipo.study import load_study, run_study, study_jobs, study_root
+
+    spec = load_study(name)
+    cap = _take(argv, "seeds")  # seeds=N caps every part at its first N seeds (for a quick pass)
+    parts = _take(argv, "parts")  # parts=main,psm_k runs only the runs those parts need (main comparison first)
+    launcher = _launcher(argv, workers)
+    root = study_root(spec, results=results)
+    only = parts.split(",") if parts else None
+    if "status" in flags:
+        jobs, _ = study_jobs(name, argv, root, seeds_cap=int(cap) if cap else None, only_parts=only)
+        return _status(jobs, root, f"study {spec['name']}")
+    if "table" not in flags:
+        run_study(name, argv, root=root, seeds_cap=int(cap) if cap else None, only_parts=only, launcher=launcher)
+    print(study_tables(name, root))
+    return 0
+
+
+def _search(name: str, argv: list[str], flags: set, workers: int | None, results: Path | None) -> int:
+    from vipo.hpo import ROOT, run_search, submit_search
+
+    trials = _take(argv, "trials")
+    storage = _take(argv, "storage")  # a SQLAlchemy URL replacing the spec's (PostgreSQL for workers on a cluster)
+    root = (results or ROOT / "results") / "optuna"
+    launcher = _launcher(argv, workers)
+    n = int(trials) if trials else None
+    if "status" in flags:
+        from vipo.hpo import build_study, finished, load_spec
+
+        spec = load_spec(name)
+        spec.storage = storage or spec.storage
+        study = build_study(spec, root)
+        print(f"[status] search {spec.name}: {finished(study)}/{n or spec.n_trials} trials finished")
+        jobs = _worker_jobs(root, spec.name)
+        return _status(jobs, root, f"search {spec.name} workers") if jobs else 0
+    if launcher.name == "local" and (workers or 1) == 1:  # one worker in this process, as before
+        run_search(name, argv, root=root, n_trials=n, storage=storage)
+        return 0
+    submit_search(name, argv, root, workers or 1, launcher, n_trials=n, storage=storage)
+    return 0
+
+
+def _worker_jobs(root: Path, name: str) -> list:
+    from vipo.launchers import Job
+
+    folders = sorted((root / f"{name}_workers").glob("w*"))
+    return [Job(f, [], resumable=False, done_file=None) for f in folders]
+
+
+def _status(jobs, root: Path, label: str) -> int:
+    from vipo.launchers import format_status, states
+
+    print(format_status(states(jobs), root, label), flush=True)
+    return 0
+
 
 if __name__ == "__main__":
     sys.exit(main())

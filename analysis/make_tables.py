@@ -2,6 +2,9 @@
 ``make tables``): every table whose runs exist under the root, written to ``--out`` with the curve figures of
 ``analysis.curves``, and a list of what is missing (ablations without runs, cells without a finished seed,
 metrics no run has). Exits 0 when there is nothing to build, saying so.
+
+``python -m analysis.tables <root> --by COLUMN [--metrics M ...]`` instead prints one table of the runs under the
+root grouped by a column of ``vipo.results.collect`` (mean ± 95% t interval over runs) and writes nothing.
 """
 
 from __future__ import annotations
@@ -11,9 +14,9 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from analysis.render import RENDERERS, markdown
-from analysis.report import REWARD, Report, ablation_report, folder_report, paper_report, sweep_runs
-from analysis.tables import numeric, paper_tables
+from analysis.render import RENDERERS, cells_view, markdown
+from analysis.report import REWARD, Report, ablation_report, eval_metrics, folder_report, paper_report, sweep_runs
+from analysis.tables import cell_table, numeric, paper_tables
 
 
 def _say(msg: str) -> None:
@@ -158,6 +161,20 @@ def build(root: str | Path, out: str | Path, ablations: Sequence[str] | None = N
     return reports
 
 
+def grouped(root: str | Path, by: str, metrics: Sequence[str] | None = None) -> str:
+    """The runs under ``root`` grouped by column ``by``: mean ± 95% t interval over runs, as Markdown."""
+    from vipo.results import collect
+
+    df = collect(root)
+    if df.empty:
+        return f"no runs with summary.json under {root}"
+    if by not in df.columns:
+        raise SystemExit(f"--by {by}: no such column in the runs under {root}; columns include "
+                         + ", ".join(c for c in df.columns if c.startswith(("tags.", "cfg.train.", "experiment"))))
+    table = cell_table(df, list(metrics or eval_metrics(df)), by=by)
+    return markdown(cells_view(table, f"{root} by {by}: mean ± 95% t interval over runs", row_header=by))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m analysis.tables", description=__doc__.split("\n\n")[0])
     ap.add_argument("root", nargs="?", default="results", help="folder searched for run folders (summary.json)")
@@ -168,7 +185,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                                                     "(default: 3 levels inside the range every cell covers)")
     ap.add_argument("--interval", default="t", choices=["t", "bootstrap"], help="interval over seeds")
     ap.add_argument("--no-figures", action="store_true", help="skip the curve figures")
+    ap.add_argument("--by", default=None, help="only print one table of the runs grouped by this column")
+    ap.add_argument("--metrics", nargs="*", default=None, help="with --by: metric columns (default: eval/*)")
     args = ap.parse_args(argv)
+    if args.by:
+        print(grouped(args.root, args.by, args.metrics))
+        return 0
     formats = [f.strip() for f in args.format.split(",") if f.strip()]
     bad = [f for f in formats if f not in RENDERERS]
     if bad:

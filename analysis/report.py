@@ -146,6 +146,45 @@ def paper_report(paper: dict, runs: pd.DataFrame, experiment: str | None = None,
     """The paper's table beside ours (runs of ``experiment``, default the paper's own)."""
     return paper_view(paper_side_by_side(paper, runs, experiment, interval_kind, confidence), paper, experiment)
 
+def sweep_table(ablation: str, root: str | Path | None = None, metrics: Sequence[str] | None = None,
+                extra: Sequence[str] = ()) -> pd.DataFrame | None:
+    """Per cell of an ablation sweep (in the ablation file's order): mean, 95% t interval and n over seeds, from
+    the summaries under the sweep folder (``vipo.sweep.default_root`` unless given); ``None`` when no run has
+    finished. ``python sweep.py ablation=NAME`` prints it."""
+    from vipo.results import collect
+    from vipo.sweep import cell_names, default_root, load_ablation
+
+    spec = load_ablation(ablation)
+    df = collect(Path(root or default_root(ablation, extra)), cache=False)
+    if df.empty:
+        return None
+    return cell_table(df, metrics or spec.get("metrics"), cell_names(spec))
+
+
+def study_tables(name: str | Path, root: Path) -> str:
+    """The tables of ``ablation_report`` (cells with intervals over seeds, paired differences from the reference
+    cell, matched reward) for every (reward, part) of a study that has finished runs, as Markdown text with what is
+    missing. ``python sweep.py study=NAME`` prints it."""
+    from vipo.study import load_study, read_index, study_frame
+    from vipo.sweep import load_ablation
+
+    spec = load_study(name)
+    try:
+        read_index(root)
+    except FileNotFoundError as e:
+        return f"[study] {e}"
+    out = []
+    for part in spec["parts"]:
+        abl = load_ablation(part["ablation"])
+        for reward in part.get("rewards") or list(spec["rewards"]):
+            df = study_frame(root, reward, part["ablation"])
+            if df.empty:
+                out.append(f"\n{abl.get('table', part['ablation'])}  [reward: {reward}]\n(no finished runs)")
+                continue
+            rep = ablation_report(df, abl, None, label=f"reward: {reward}", cells=part.get("cells"))
+            out.append("\n" + "\n".join(markdown(t) for t in rep.tables))
+            out += [f"missing: {m}" for m in rep.missing]
+    return "\n".join(out)
 
 
 def show(*items) -> None:

@@ -79,3 +79,28 @@ def test_cli_cfg_prints_composed_config(capsys):
 def test_resume_requires_a_run_folder(tmp_path: Path, capsys):
     assert main([f"resume={tmp_path}"]) == 2
     assert "no config.yaml" in capsys.readouterr().err
+
+
+def test_public_dotlist_and_section():
+    from dataclasses import dataclass
+    from typing import Optional
+
+    from vipo.config import dotlist, section
+
+    assert dotlist(["a.b=1", "+xs=[1,2]", "s=hi", "f=0.5"]) == {"a": {"b": 1}, "xs": [1, 2], "s": "hi", "f": 0.5}
+    with pytest.raises(ConfigError, match="override 'nokey' is not key=value"):
+        dotlist(["nokey"])
+    with pytest.raises(ConfigError, match="config error in overrides"):
+        dotlist(["x=["])
+
+    @dataclass
+    class Opts:
+        n: int = 1
+        name: Optional[str] = None
+
+    assert section(Opts, {"n": 3}) == Opts(n=3)
+    assert section(Opts, {"name": "x"}, "opts") == Opts(name="x")
+    with pytest.raises(ConfigError, match="unknown option 'nn'; did you mean 'n'"):
+        section(Opts, {"nn": 3}, what="option")
+    with pytest.raises(ConfigError, match="opts.n must be an integer, got 'a'"):
+        section(Opts, {"n": "a"}, "opts")

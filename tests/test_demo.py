@@ -2,7 +2,7 @@
 
 import json
 
-from vipo.demo import table
+from demo import table
 
 
 def test_table_shows_start_and_end_of_each_arm(tmp_path):

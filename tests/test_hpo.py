@@ -36,7 +36,7 @@ def write_spec(tmp_path: Path, n_trials: int, storage: str | None = None) -> Pat
 
 
 def worker(spec: Path, root: Path) -> subprocess.Popen:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(HERE)}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(HERE.parent), str(HERE)])}
     return subprocess.Popen([sys.executable, str(HERE / "run_tiny.py"), "search", str(spec), str(root)], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 

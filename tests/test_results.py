@@ -6,6 +6,7 @@ import math
 import pytest
 
 from analysis.curves import load_curves, plot_curves
+from analysis.make_tables import main as tables_main
 from analysis.tables import cell_table
 from test_train import tiny_cfg
 from vipo.results import collect, main
@@ -50,9 +51,14 @@ def test_cell_table_mean_and_interval(two_runs, capsys):
     # two seeds: s = |a - b| / sqrt(2), half-width t(0.975, 1) s / sqrt(2) = tan(0.475 pi) |a - b| / 2
     assert t.loc["a", "mean"] == pytest.approx(sum(vals) / 2) and t.loc["a", "n"] == 2
     assert t.loc["a", "hi"] - t.loc["a", "mean"] == pytest.approx(math.tan(0.475 * math.pi) * abs(vals[0] - vals[1]) / 2)
-    main([str(two_runs), "--by", "tags.cell", "--metrics", "eval/reward"])
+    tables_main([str(two_runs), "--by", "tags.cell", "--metrics", "eval/reward"])
     out = capsys.readouterr().out
     assert "| tags.cell | reward | n |" in out and "| a | " in out and " ± " in out
+    main([str(two_runs)])  # python -m vipo.results: one row per run, no statistics
+    out = capsys.readouterr().out
+    assert "s0" in out and "s1" in out and " ± " not in out
+    with pytest.raises(SystemExit, match="--by tags.celll: no such column"):
+        tables_main([str(two_runs), "--by", "tags.celll"])
 
 
 def test_curves_read_metrics_and_plot(two_runs, tmp_path):

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from vipo.config import CONFIG_DIR, ConfigError
-from vipo.study import load_study, plan_study, print_tables, read_index, run_study, study_frame
+from analysis.report import study_tables
+from vipo.study import load_study, plan_study, read_index, run_study, study_frame
 
 STUDIES = sorted(p.stem for p in (CONFIG_DIR / "study").glob("*.yaml"))
 TINY_TOY = ["train.iterations=2", "train.prompts_per_iter=2", "train.group_size=4", "train.micro_batch=8",
@@ -78,7 +79,7 @@ def test_a_tiny_study_runs_resumes_and_renders_its_tables(tmp_path, capsys):
     capsys.readouterr()
     run_study(spec, workers=2, root=root)  # finished: nothing runs again
     assert "2 runs, 2 done, 0 to run" in capsys.readouterr().out
-    print_tables(spec, root)
+    print(study_tables(spec, root))
     out = capsys.readouterr().out
     assert "GRPO (scalar advantage) vs ViPO" in out and "grpo" in out and "map_x_advantage" in out
     assert "| map_x_reward |" not in out  # psm_target's other cell is not part of this study: no empty row
@@ -106,7 +107,7 @@ def test_bad_study_files_name_the_problem(tmp_path):
 
 
 def test_sweep_cli_runs_a_study(tmp_path, monkeypatch, capsys):
-    from vipo import sweep_cli
+    import sweep as sweep_cli  # the top-level command
 
     monkeypatch.setattr(sys, "argv", ["sweep.py"])
     with pytest.raises(ConfigError):

@@ -13,7 +13,8 @@ from analysis.render import cells_view, markdown
 from test_train import TINY
 from vipo.config import CONFIG_DIR, ConfigError, load
 from vipo.results import collect
-from vipo.sweep import cell_overrides, expand_cells, load_ablation, plan, run_sweep, table
+from analysis.report import sweep_table as table
+from vipo.sweep import cell_overrides, expand_cells, load_ablation, plan, run_sweep
 
 HERE = Path(__file__).parent
 ABLATIONS = sorted(p.stem for p in (CONFIG_DIR / "ablation").glob("*.yaml"))

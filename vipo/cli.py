@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from vipo.config import ConfigError, load, validate
+from vipo.config import ConfigError, dotlist, load, validate
 
 
 def load_for_resume(run_dir: str, overrides: Sequence[str]):
@@ -24,7 +24,7 @@ def load_for_resume(run_dir: str, overrides: Sequence[str]):
     conf = OmegaConf.load(path)
     extra = [o for o in overrides if not o.startswith("resume=")]
     if extra:
-        conf = OmegaConf.merge(conf, OmegaConf.from_dotlist([o.lstrip("+") for o in extra]))
+        conf = OmegaConf.merge(conf, dotlist(extra))
     raw = OmegaConf.to_container(conf, resolve=True)
     raw["resume"] = str(run_dir)
     return validate(raw), raw

@@ -137,22 +137,25 @@ _SECTIONS = {
 }
 
 
-def _suggest(key: str, known: Sequence[str]) -> str:
+def suggest(key: str, known: Sequence[str]) -> str:
+    """The tail of an unknown-key message: the closest known key, else the list of known keys."""
     close = difflib.get_close_matches(key, list(known), n=1)
     return f"; did you mean {close[0]!r}?" if close else f"; known keys: {', '.join(sorted(known))}"
 
 
-def _coerce(value: Any, tp: Any, where: str) -> Any:
+def coerce(value: Any, tp: Any, where: str) -> Any:
+    """``value`` checked against type hint ``tp`` (Optional, bool, int, float, str, list, dict, a dataclass
+    section); a ConfigError naming ``where`` when it does not fit."""
     origin = typing.get_origin(tp)
     if origin is typing.Union:  # Optional[X]
         args = [a for a in typing.get_args(tp) if a is not type(None)]
         if value is None:
             return None
-        return _coerce(value, args[0], where)
+        return coerce(value, args[0], where)
     if tp is Any:
         return value
     if dataclasses.is_dataclass(tp):  # a nested section, e.g. psm.saliency
-        return _section(tp, value, where)
+        return section(tp, value, where)
     if tp is bool:
         if isinstance(value, bool):
             return value
@@ -180,22 +183,43 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     return value
 
 
-def _section(cls: type, raw: Any, where: str) -> Any:
+def section(cls: type, raw: Any, where: str = "", what: str = "key") -> Any:
+    """A plain mapping -> dataclass ``cls``, every key known and every value of its field's type; a ConfigError
+    naming the key (``<where>.<key>``, or the bare key when ``where`` is empty) otherwise. ``what`` names a key
+    in the messages (e.g. "eval option")."""
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
-        raise ConfigError(f"config error: {where} must be a mapping, got {raw!r}")
+        raise ConfigError(f"config error: {where or cls.__name__} must be a mapping, got {raw!r}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     kwargs = {}
     for key, value in raw.items():
+        name = f"{where}.{key}" if where else str(key)
         if key not in fields:
-            raise ConfigError(f"config error: unknown key '{where}.{key}'{_suggest(key, fields)}")
-        kwargs[key] = _coerce(value, hints[key], f"{where}.{key}")
+            raise ConfigError(f"config error: unknown {what} '{name}'{suggest(key, fields)}")
+        kwargs[key] = coerce(value, hints[key], name)
     try:
         return cls(**kwargs)
     except (ValueError, TypeError, KeyError) as e:
-        raise ConfigError(f"config error in '{where}': {e}") from None
+        raise ConfigError(f"config error in '{where or cls.__name__}': {e}") from None
+
+
+def dotlist(items: Sequence[str], what: str = "override") -> dict:
+    """``key=value`` strings (``a.b=1``, ``xs=[1,2]``; a leading ``+`` is dropped) -> a nested plain dict with the
+    values parsed as YAML, as Hydra's overrides are; a ConfigError naming a bad item."""
+    import yaml
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    items = [str(a).lstrip("+") for a in items]
+    for a in items:
+        if "=" not in a:
+            raise ConfigError(f"config error: {what} {a!r} is not key=value")
+    try:
+        return OmegaConf.to_container(OmegaConf.from_dotlist(items), resolve=True)
+    except (OmegaConfBaseException, yaml.YAMLError) as e:
+        raise ConfigError(f"config error in {what}s {items}: " + " ".join(str(e).split())) from None
 
 
 def _component(registry: Registry, raw: Any, where: str) -> Component:
@@ -216,7 +240,7 @@ def _component(registry: Registry, raw: Any, where: str) -> Component:
         for key in raw:
             if key not in allowed:
                 raise ConfigError(f"config error: unknown key '{where}.{key}' for {registry.kind} {name!r}"
-                                  f"{_suggest(key, allowed)}")
+                                  f"{suggest(key, allowed)}")
     return Component(name=name, kwargs=raw)
 
 
@@ -230,14 +254,14 @@ def validate(raw: dict) -> Config:
     top = {f.name for f in dataclasses.fields(Config)}
     for key in raw:
         if key not in top:
-            raise ConfigError(f"config error: unknown top-level key '{key}'{_suggest(key, top)}")
+            raise ConfigError(f"config error: unknown top-level key '{key}'{suggest(key, top)}")
     for key in ("generator", "reward", "backbone"):
         if key not in raw:
             raise ConfigError(f"config error: missing section '{key}'")
-    sections = {k: _section(cls, raw.get(k), k) for k, cls in _SECTIONS.items()}
+    sections = {k: section(cls, raw.get(k), k) for k, cls in _SECTIONS.items()}
     scalars = {k: raw[k] for k in ("experiment", "run_id", "results_root", "resume", "tags") if k in raw}
     hints = typing.get_type_hints(Config)
-    scalars = {k: _coerce(v, hints[k], k) for k, v in scalars.items()}
+    scalars = {k: coerce(v, hints[k], k) for k, v in scalars.items()}
     cfg = Config(
         generator=_component(GENERATORS, raw["generator"], "generator"),
         reward=_component(REWARDS, raw["reward"], "reward"),

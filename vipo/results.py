@@ -1,8 +1,8 @@
 """Run records -> one table. ``collect(root)`` reads every ``summary.json`` below ``root`` (with the run's
 ``config.yaml``) into a pandas DataFrame, one row per run: summary fields as they are, config fields
 flattened as ``cfg.<section>.<key>``. The table is cached as ``<root>/index.parquet`` and rebuilt when a
-summary is newer than the cache. ``python -m vipo.results [root] [--by COLUMN]`` prints it; statistics over
-runs (means, intervals, paired differences) are built by ``analysis.tables``.
+summary is newer than the cache. ``python -m vipo.results [root]`` prints it; statistics over runs (means,
+intervals, paired differences) are built by ``analysis.tables`` (``python -m analysis.tables root --by COLUMN``).
 """
 
 from __future__ import annotations
@@ -62,21 +62,10 @@ def collect(root: str | Path = "results", cache: bool = True) -> pd.DataFrame:
 def main(argv: Sequence[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m vipo.results", description=__doc__.split("\n\n")[0])
     ap.add_argument("root", nargs="?", default="results", help="folder to search for summary.json files")
-    ap.add_argument("--by", default=None, help="group by this column: mean ± 95%% t interval over runs (analysis.tables)")
-    ap.add_argument("--metrics", nargs="*", default=None, help="metric columns (default: eval/*)")
     args = ap.parse_args(argv)
     df = collect(args.root)
     if df.empty:
         print(f"no runs with summary.json under {args.root}")
-        return
-    if args.by:
-        from analysis.render import cells_view, markdown
-        from analysis.report import eval_metrics
-        from analysis.tables import cell_table
-
-        table = cell_table(df, args.metrics or eval_metrics(df), by=args.by)
-        print(markdown(cells_view(table, f"{args.root} by {args.by}: mean ± 95% t interval over runs",
-                                  row_header=args.by)))
         return
     cols = ["run_id", "experiment", "advantage_mode", "seed", *[c for c in df.columns if c.startswith("eval/")]]
     with pd.option_context("display.max_rows", 200, "display.width", 200):

@@ -259,27 +259,3 @@ def study_frame(root: Path, reward: str, ablation: str):
                     "seed": entry["seed"]})
         rows.append(row)
     return pd.DataFrame(rows)
-
-
-def print_tables(name: str | Path, root: Path) -> None:
-    """The tables of ``analysis.report.ablation_report`` (cells with intervals over seeds, paired differences from
-    the reference cell, matched reward) for every (reward, part) of the study that has finished runs."""
-    from analysis.render import markdown
-    from analysis.report import ablation_report
-
-    spec = load_study(name)
-    try:
-        read_index(root)
-    except FileNotFoundError as e:
-        print(f"[study] {e}")
-        return
-    for part in spec["parts"]:
-        abl = load_ablation(part["ablation"])
-        for reward in part.get("rewards") or list(spec["rewards"]):
-            df = study_frame(root, reward, part["ablation"])
-            if df.empty:
-                print(f"\n{abl.get('table', part['ablation'])}  [reward: {reward}]\n(no finished runs)")
-                continue
-            rep = ablation_report(df, abl, None, label=f"reward: {reward}", cells=part.get("cells"))
-            print("\n" + "\n".join(markdown(t) for t in rep.tables))
-            print("".join(f"missing: {m}\n" for m in rep.missing), end="")

@@ -5,8 +5,8 @@ of overrides) or as a product of axes (``axes:``, key -> values). Every (cell, s
 ``results/sweeps/<ablation>/<experiment>/<cell>-s<seed>``. A finished cell (``summary.json`` exists) is skipped, a
 started one (checkpoint, no summary) is resumed, so re-running the same command after a crash finishes
 the grid. Cells run through a launcher (``vipo.launchers``): subprocesses, ``workers`` at a time, one CPU thread
-each (``local``), or one SLURM array job (``slurm``). The table printed at the end comes from the summaries
-(``analysis.tables``).
+each (``local``), or one SLURM array job (``slurm``). The table ``sweep.py`` prints at the end comes from the
+summaries (``analysis.report.sweep_table``).
 """
 
 from __future__ import annotations
@@ -161,17 +161,3 @@ def run_sweep(ablation: str, seeds: Sequence[int], extra: Sequence[str] = (), wo
     launch(cells, lambda c: cell_overrides(c, ablation, c.run_dir.parent, extra), runner, launcher, workers, threads,
            label=ablation, root=Path(root or default_root(ablation, extra)))
     return cells
-
-
-def table(ablation: str, root: Path | None = None, metrics: Sequence[str] | None = None, extra: Sequence[str] = ()):
-    """Per cell (in the ablation file's order): mean, 95% t interval and n over seeds, from the summaries under the
-    sweep folder (``analysis.tables.cell_table``); ``None`` when no run has finished."""
-    from analysis.tables import cell_table
-    from vipo.results import collect
-
-    spec = load_ablation(ablation)
-    root = Path(root or default_root(ablation, extra))
-    df = collect(root, cache=False)
-    if df.empty:
-        return None
-    return cell_table(df, metrics or spec.get("metrics"), cell_names(spec))

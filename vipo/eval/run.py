@@ -13,15 +13,14 @@ import dataclasses
 import difflib
 import io
 import time
-import typing
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 import torch
 
-from vipo.config import ConfigError, _coerce, _suggest
+from vipo.config import ConfigError, dotlist, section
 
 DEFAULT_NUM_STEPS = 20  # ODE steps for a base model (a run uses its eval.num_steps)
 
@@ -50,24 +49,14 @@ COMPONENT_KEYS = ("generator", "reward")  # options given as name=<x> plus <name
 
 
 def parse_args(argv: list[str]) -> EvalArgs:
-    """``key=value`` overrides (OmegaConf dotlist; a leading ``+`` is ignored) -> ``EvalArgs``."""
-    from omegaconf import OmegaConf
-    from omegaconf.errors import OmegaConfBaseException
-
+    """``key=value`` overrides (``vipo.config.dotlist``; a leading ``+`` is ignored) -> ``EvalArgs``."""
     items = []
     for a in argv:
-        a = a.lstrip("+")
-        if "=" not in a:
+        key, eq, value = a.lstrip("+").partition("=")
+        if not eq:
             raise ConfigError(f"eval option {a!r} is not key=value; options: {', '.join(_fields())}")
-        key, value = a.split("=", 1)
-        if key in COMPONENT_KEYS:  # generator=toy -> generator.name=toy
-            key = f"{key}.name"
-        items.append(f"{key}={value}")
-    try:
-        raw = OmegaConf.to_container(OmegaConf.from_dotlist(items), resolve=True)
-    except OmegaConfBaseException as e:
-        raise ConfigError("eval option error: " + " ".join(str(e).split())) from None
-    return build_args(raw)
+        items.append(f"{key}.name={value}" if key in COMPONENT_KEYS else a)  # generator=toy -> generator.name=toy
+    return build_args(dotlist(items, "eval option"))
 
 
 def _fields() -> list[str]:
@@ -75,15 +64,8 @@ def _fields() -> list[str]:
 
 
 def build_args(raw: dict) -> EvalArgs:
-    hints = typing.get_type_hints(EvalArgs)
-    kwargs: dict[str, Any] = {}
-    for key, value in raw.items():
-        if key not in hints:
-            raise ConfigError(f"unknown eval option {key!r}{_suggest(key, _fields())}")
-        if key in ("metrics", "vbench_results") and isinstance(value, str):
-            value = [value]
-        kwargs[key] = _coerce(value, hints[key], key)
-    args = EvalArgs(**kwargs)
+    raw = {k: [v] if k in ("metrics", "vbench_results") and isinstance(v, str) else v for k, v in raw.items()}
+    args = section(EvalArgs, raw, what="eval option")
     for key in ("samples_per_prompt", "batch_size"):
         if getattr(args, key) < 1:
             raise ConfigError(f"eval option {key} must be >= 1, got {getattr(args, key)}")

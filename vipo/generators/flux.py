@@ -16,14 +16,12 @@ Conventions checked against ``diffusers.FluxPipeline`` (tests/test_gen_flux.py):
 
 from __future__ import annotations
 
-from typing import List, Optional, Sequence
+from typing import Dict, List, Optional
 
 import torch
-from torch import nn
 
-from vipo.generators._diffusers_utils import (
-    DiffusersGenerator, Packed2x2Maps, clip_max_length, decode_scaled, load_parts, tokenize, vae_scale_2d,
-)
+from vipo.generators._diffusers_utils import clip_max_length, decode_scaled, load_parts, tokenize
+from vipo.generators.adapter import DiffusersGenerator, Packed2x2Maps
 from vipo.generators.base import Cond, Generator
 from vipo.generators.lora import FLUX_LORA_TARGETS
 from vipo.psm import pack_2x2, unpack_2x2  # FluxPipeline._pack_latents / _unpack_latents layout
@@ -44,42 +42,18 @@ class FluxGenerator(Packed2x2Maps, DiffusersGenerator, Generator):
     tokenizers=[clip_tok, t5_tok])``."""
 
     is_video = False
-    TEXT_ENCODERS = ("CLIP", "T5")
+    MODEL, TEXT_ENCODERS, LORA_TARGETS = "FLUX", ("CLIP", "T5"), FLUX_LORA_TARGETS
+    DEFAULTS = dict(height=512, width=512, lora_rank=32)  # max_sequence_length: T5 tokens
 
-    def __init__(
-        self,
-        path_or_id: Optional[str] = None,  # hub id or local diffusers folder (transformer/, vae/, ...)
-        *,
-        transformer: Optional[nn.Module] = None,
-        vae: Optional[nn.Module] = None,
-        text_encoders: Optional[Sequence[nn.Module]] = None,  # [CLIPTextModel, T5EncoderModel]
-        tokenizers: Optional[Sequence] = None,  # [CLIP tokenizer, T5 tokenizer]
-        height: int = 512,  # image height in pixels (multiple of 16)
-        width: int = 512,  # image width in pixels (multiple of 16)
+    def _configure(
+        self, parts: Dict, *,
         guidance_scale: float = 3.5,  # embedded guidance of FLUX.1-dev (ignored by models without it)
         shift: Optional[float] = None,  # None: resolution-dependent shift (FLUX.1-dev); a number: static
-        max_sequence_length: int = 512,  # T5 tokens
-        dtype: str | torch.dtype = "float32",  # transformer + text encoders; velocity is float32
-        vae_dtype: str | torch.dtype = "float32",  # the VAE decodes in float32 unless told otherwise
-        device: str | torch.device = "cpu",
-        lora_rank: int = 32,  # 0: full fine-tuning of the transformer
-        lora_alpha: Optional[float] = None,  # None: 2 * rank
-        lora_target_modules: Optional[Sequence[str]] = None,  # None: FLUX_LORA_TARGETS
-        gradient_checkpointing: bool = False,
-        prompt_cache_size: int = 256,  # prompt embeddings kept (LRU); 0: all
-    ):
-        super().__init__()
-        parts = self._components(path_or_id, dict(transformer=transformer, vae=vae, text_encoders=text_encoders,
-                                                  tokenizers=tokenizers), dtype, vae_dtype)
-        if path_or_id is not None and shift is None:  # FLUX.1-schnell: no dynamic shifting
-            sched = parts["scheduler"]
+    ) -> None:
+        if shift is None and self.scheduler_config:  # FLUX.1-schnell: no dynamic shifting
+            sched = self.scheduler_config
             shift = None if sched.get("use_dynamic_shifting", True) else float(sched.get("shift", 1.0))
-        self._set_size(height, width, vae_scale_2d(parts["vae"]), 2, "FLUX")
         self.guidance_scale, self.shift = guidance_scale, shift
-        self.max_sequence_length = max_sequence_length
-        self._attach(**parts, dtype=dtype, device=device, vae_dtype=vae_dtype, lora_rank=lora_rank,
-                     lora_alpha=lora_alpha, target_modules=lora_target_modules or FLUX_LORA_TARGETS,
-                     gradient_checkpointing=gradient_checkpointing, prompt_cache_size=prompt_cache_size)
 
     def _load(self, path_or_id: str, dtype: torch.dtype, vae_dtype: torch.dtype) -> dict:
         from diffusers import AutoencoderKL, FluxTransformer2DModel

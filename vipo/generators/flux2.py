@@ -21,11 +21,9 @@ from __future__ import annotations
 from typing import Dict, List, Optional, Sequence
 
 import torch
-from torch import nn
 
-from vipo.generators._diffusers_utils import (
-    DiffusersGenerator, Packed2x2Maps, load_parts, scheduler_sigmas, to_unit_range, vae_scale_2d,
-)
+from vipo.generators._diffusers_utils import load_parts, scheduler_sigmas, to_unit_range
+from vipo.generators.adapter import DiffusersGenerator, Packed2x2Maps
 from vipo.generators.base import Cond, Generator
 from vipo.generators.lora import FLUX2_LORA_TARGETS
 from vipo.psm import pack_2x2, unpack_2x2
@@ -41,43 +39,17 @@ class Flux2Generator(Packed2x2Maps, DiffusersGenerator, Generator):
     ``Flux2Generator.from_components(transformer=..., vae=..., text_encoders=[mistral3], tokenizers=[processor])``."""
 
     is_video = False
-    TEXT_ENCODERS = ("Mistral3",)
+    MODEL, TEXT_ENCODERS, LORA_TARGETS = "FLUX.2", ("Mistral3",), FLUX2_LORA_TARGETS
+    SCHEDULER_CONFIG = SCHEDULER_CONFIG  # FLUX.2-dev's (max_sequence_length: chat-template tokens, padded)
 
-    def __init__(
-        self,
-        path_or_id: Optional[str] = None,  # hub id or local diffusers folder
-        *,
-        transformer: Optional[nn.Module] = None,
-        vae: Optional[nn.Module] = None,
-        text_encoders: Optional[Sequence[nn.Module]] = None,  # [Mistral3ForConditionalGeneration]
-        tokenizers: Optional[Sequence] = None,  # [its processor / tokenizer with the chat template]
-        height: int = 1024,  # pixels, multiple of 16
-        width: int = 1024,
+    def _configure(
+        self, parts: Dict, *,
         guidance_scale: float = 4.0,  # embedded guidance (the pipeline's default)
         shift: Optional[float] = None,  # None: the pipeline's empirical mu; a number: static shift
-        scheduler_config: Optional[Dict] = None,  # None: the checkpoint's, else FLUX.2-dev's
-        max_sequence_length: int = 512,  # chat-template tokens (padded)
         text_encoder_layers: Sequence[int] = (10, 20, 30),  # hidden states stacked into the prompt embedding
-        dtype: str | torch.dtype = "float32",  # transformer + text encoder; velocity is float32
-        vae_dtype: str | torch.dtype = "float32",
-        device: str | torch.device = "cpu",
-        lora_rank: int = 64,  # 0: full fine-tuning
-        lora_alpha: Optional[float] = None,  # None: 2 * rank
-        lora_target_modules: Optional[Sequence[str]] = None,  # None: FLUX2_LORA_TARGETS
-        gradient_checkpointing: bool = False,
-        prompt_cache_size: int = 256,  # prompt embeddings kept (LRU); 0: all
-    ):
-        super().__init__()
-        parts = self._components(path_or_id, dict(transformer=transformer, vae=vae, text_encoders=text_encoders,
-                                                  tokenizers=tokenizers), dtype, vae_dtype)
-        self.scheduler_config = dict(scheduler_config or parts.get("scheduler") or SCHEDULER_CONFIG)
-        self._set_size(height, width, vae_scale_2d(parts["vae"]), 2, "FLUX.2")
+    ) -> None:
         self.guidance_scale, self.shift = guidance_scale, shift
-        self.max_sequence_length = max_sequence_length
         self.text_encoder_layers = tuple(text_encoder_layers)
-        self._attach(**parts, dtype=dtype, device=device, vae_dtype=vae_dtype, lora_rank=lora_rank,
-                     lora_alpha=lora_alpha, target_modules=lora_target_modules or FLUX2_LORA_TARGETS,
-                     gradient_checkpointing=gradient_checkpointing, prompt_cache_size=prompt_cache_size)
 
     def _load(self, path_or_id: str, dtype: torch.dtype, vae_dtype: torch.dtype) -> dict:
         from diffusers import AutoencoderKLFlux2, Flux2Transformer2DModel

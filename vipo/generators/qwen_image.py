@@ -19,15 +19,14 @@ Conventions checked against ``diffusers.QwenImagePipeline`` (tests/test_gen_qwen
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional
 
 import torch
-from torch import nn
 
 from vipo.generators._diffusers_utils import (
-    DiffusersGenerator, Packed2x2Maps, calculate_shift, cfg_combine, denormalize, load_parts, scheduler_sigmas,
-    to_unit_range,
+    calculate_shift, cfg_combine, denormalize, load_parts, scheduler_sigmas, to_unit_range,
 )
+from vipo.generators.adapter import DiffusersGenerator, Packed2x2Maps
 from vipo.generators.base import Cond, Generator
 from vipo.generators.lora import QWEN_IMAGE_LORA_TARGETS
 from vipo.psm import pack_2x2, unpack_2x2
@@ -56,48 +55,25 @@ class QwenImageGenerator(Packed2x2Maps, DiffusersGenerator, Generator):
     ``QwenImageGenerator.from_components(transformer=..., vae=..., text_encoders=[qwen2_5_vl], tokenizers=[tok])``."""
 
     is_video = False
-    TEXT_ENCODERS = ("Qwen2.5-VL",)
+    MODEL, TEXT_ENCODERS, LORA_TARGETS = "Qwen-Image", ("Qwen2.5-VL",), QWEN_IMAGE_LORA_TARGETS
+    SCHEDULER_CONFIG = SCHEDULER_CONFIG  # Qwen-Image's published config
 
-    def __init__(
-        self,
-        path_or_id: Optional[str] = None,  # hub id or local diffusers folder (transformer/, vae/, ...)
-        *,
-        transformer: Optional[nn.Module] = None,
-        vae: Optional[nn.Module] = None,
-        text_encoders: Optional[Sequence[nn.Module]] = None,  # [Qwen2_5_VLForConditionalGeneration]
-        tokenizers: Optional[Sequence] = None,  # [Qwen2Tokenizer]
-        height: int = 1024,  # pixels, multiple of 16
-        width: int = 1024,
+    def _scales(self, parts: Dict) -> tuple[int, int]:
+        return 2 ** len(parts["vae"].temperal_downsample), 2
+
+    def _configure(
+        self, parts: Dict, *,
         guidance_scale: float = 4.0,  # true CFG scale (the pipeline's true_cfg_scale); <= 1 disables it
         negative_prompt: str = " ",  # the Qwen-Image examples' negative prompt
         cfg_no_grad_uncond: bool = False,  # unconditional branch without autograd
         shift: Optional[float] = None,  # None: the scheduler's resolution-dependent shift; a number: static shift
-        scheduler_config: Optional[Dict] = None,  # None: the checkpoint's, else Qwen-Image's published config
-        max_sequence_length: int = 512,  # text tokens after the template (the pipeline allows up to 1024)
-        dtype: str | torch.dtype = "float32",  # transformer + text encoder; velocity is float32
-        vae_dtype: str | torch.dtype = "float32",
-        device: str | torch.device = "cpu",
-        lora_rank: int = 64,  # 0: full fine-tuning
-        lora_alpha: Optional[float] = None,  # None: 2 * rank
-        lora_target_modules: Optional[Sequence[str]] = None,  # None: QWEN_IMAGE_LORA_TARGETS
-        gradient_checkpointing: bool = False,
-        prompt_cache_size: int = 256,  # prompt embeddings kept (LRU); 0: all
-    ):
-        super().__init__()
-        parts = self._components(path_or_id, dict(transformer=transformer, vae=vae, text_encoders=text_encoders,
-                                                  tokenizers=tokenizers), dtype, vae_dtype)
-        self.scheduler_config = dict(scheduler_config or parts.get("scheduler") or SCHEDULER_CONFIG)
+    ) -> None:
         if parts["transformer"].config.guidance_embeds:
             raise ValueError("guidance-distilled Qwen-Image transformers (guidance_embeds=True) are not supported")
-        self._set_size(height, width, 2 ** len(parts["vae"].temperal_downsample), 2, "Qwen-Image")
-        if not 0 < max_sequence_length <= TOKENIZER_MAX:
-            raise ValueError(f"max_sequence_length must be in 1..{TOKENIZER_MAX}, got {max_sequence_length}")
+        if not 0 < self.max_sequence_length <= TOKENIZER_MAX:  # text tokens after the template
+            raise ValueError(f"max_sequence_length must be in 1..{TOKENIZER_MAX}, got {self.max_sequence_length}")
         self.guidance_scale, self.negative_prompt = guidance_scale, negative_prompt
         self.cfg_no_grad_uncond, self.shift = cfg_no_grad_uncond, shift
-        self.max_sequence_length = max_sequence_length
-        self._attach(**parts, dtype=dtype, device=device, vae_dtype=vae_dtype, lora_rank=lora_rank,
-                     lora_alpha=lora_alpha, target_modules=lora_target_modules or QWEN_IMAGE_LORA_TARGETS,
-                     gradient_checkpointing=gradient_checkpointing, prompt_cache_size=prompt_cache_size)
 
     def _load(self, path_or_id: str, dtype: torch.dtype, vae_dtype: torch.dtype) -> dict:
         from diffusers import AutoencoderKLQwenImage, QwenImageTransformer2DModel

@@ -13,15 +13,16 @@ Conventions checked against ``diffusers.StableDiffusion3Pipeline`` (tests/test_g
 
 from __future__ import annotations
 
-from typing import List, Optional, Sequence
+from typing import Dict, List, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from vipo.generators._diffusers_utils import (
-    DiffusersGenerator, cfg_combine, clip_max_length, decode_scaled, load_parts, tokenize, vae_scale_2d,
+    cfg_combine, clip_max_length, decode_scaled, load_parts, tokenize, vae_scale_2d,
 )
+from vipo.generators.adapter import DiffusersGenerator
 from vipo.generators.base import Cond, Generator
 from vipo.generators.lora import SD3_LORA_TARGETS
 from vipo.sde import sigma_schedule
@@ -33,45 +34,24 @@ class SD3Generator(DiffusersGenerator, Generator):
     tokenizers=[tok_l, tok_g, tok_t5])``."""
 
     is_video = False
-    TEXT_ENCODERS = ("CLIP-L", "CLIP-G", "T5")
+    MODEL, TEXT_ENCODERS, LORA_TARGETS = "SD3", ("CLIP-L", "CLIP-G", "T5"), SD3_LORA_TARGETS
+    DEFAULTS = dict(height=512, width=512, lora_rank=32, max_sequence_length=256)  # T5 tokens (Flow-GRPO: 128)
 
-    def __init__(
-        self,
-        path_or_id: Optional[str] = None,  # hub id or local diffusers folder
-        *,
-        transformer: Optional[nn.Module] = None,
-        vae: Optional[nn.Module] = None,
-        text_encoders: Optional[Sequence[nn.Module]] = None,  # [CLIP-L, CLIP-G (with projection), T5]
-        tokenizers: Optional[Sequence] = None,
-        height: int = 512,  # pixels, multiple of 8 * patch size
-        width: int = 512,
+    def _scales(self, parts: Dict) -> tuple[int, int]:
+        return vae_scale_2d(parts["vae"]), parts["transformer"].config.patch_size
+
+    def _configure(
+        self, parts: Dict, *,
         guidance_scale: float = 4.5,  # classifier-free guidance; <= 1 disables it
         negative_prompt: str = "",  # the unconditional branch's prompt
         cfg_no_grad_uncond: bool = False,  # unconditional branch without autograd (saves memory)
         shift: Optional[float] = None,  # static schedule shift; None: scheduler config, else 3.0
-        max_sequence_length: int = 256,  # T5 tokens (Flow-GRPO uses 128)
-        dtype: str | torch.dtype = "float32",  # transformer + text encoders; velocity is float32
-        vae_dtype: str | torch.dtype = "float32",  # the VAE decodes in float32 unless told otherwise
-        device: str | torch.device = "cpu",
-        lora_rank: int = 32,  # 0: full fine-tuning
-        lora_alpha: Optional[float] = None,  # None: 2 * rank
-        lora_target_modules: Optional[Sequence[str]] = None,  # None: SD3_LORA_TARGETS
-        gradient_checkpointing: bool = False,
-        prompt_cache_size: int = 256,  # prompt embeddings kept (LRU); 0: all
-    ):
-        super().__init__()
-        parts = self._components(path_or_id, dict(transformer=transformer, vae=vae, text_encoders=text_encoders,
-                                                  tokenizers=tokenizers), dtype, vae_dtype)
-        if shift is None and path_or_id is not None:
-            shift = parts["scheduler"].get("shift")
-        self._set_size(height, width, vae_scale_2d(parts["vae"]), parts["transformer"].config.patch_size, "SD3")
+    ) -> None:
+        if shift is None:
+            shift = self.scheduler_config.get("shift")
         self.guidance_scale, self.negative_prompt = guidance_scale, negative_prompt
         self.cfg_no_grad_uncond = cfg_no_grad_uncond
         self.shift = 3.0 if shift is None else shift
-        self.max_sequence_length = max_sequence_length
-        self._attach(**parts, dtype=dtype, device=device, vae_dtype=vae_dtype, lora_rank=lora_rank,
-                     lora_alpha=lora_alpha, target_modules=lora_target_modules or SD3_LORA_TARGETS,
-                     gradient_checkpointing=gradient_checkpointing, prompt_cache_size=prompt_cache_size)
 
     def _load(self, path_or_id: str, dtype: torch.dtype, vae_dtype: torch.dtype) -> dict:
         from diffusers import AutoencoderKL, SD3Transformer2DModel

@@ -25,14 +25,15 @@ Conventions checked against ``diffusers.WanPipeline`` (tests/test_gen_wan.py):
 from __future__ import annotations
 
 import re
-from typing import List, Optional, Sequence
+from typing import Dict, List, Optional
 
 import torch
 from torch import nn
 
 from vipo.generators._diffusers_utils import (
-    DiffusersGenerator, cfg_combine, check_pretrained, denormalize, load_parts, to_unit_range, tokenize,
+    cfg_combine, check_pretrained, denormalize, load_parts, to_unit_range, tokenize,
 )
+from vipo.generators.adapter import DiffusersGenerator
 from vipo.generators.base import Cond, Generator
 from vipo.generators.lora import WAN_LORA_TARGETS
 from vipo.sde import sigma_schedule
@@ -47,46 +48,30 @@ class WanGenerator(DiffusersGenerator, Generator):
     transformer_2=..., boundary_ratio=0.875)``."""
 
     is_video = True
-    TEXT_ENCODERS = ("UMT5",)
+    MODEL, TEXT_ENCODERS, LORA_TARGETS = "Wan", ("UMT5",), WAN_LORA_TARGETS
+    DEFAULTS = dict(height=480, width=832, lora_rank=32)  # max_sequence_length: UMT5 tokens
+    EXTRA_PARTS = ("transformer_2",)  # Wan2.2 A14B low-noise expert (components; loaded from a path)
 
-    def __init__(
-        self,
-        path_or_id: Optional[str] = None,  # hub id or local diffusers folder
-        *,
-        transformer: Optional[nn.Module] = None,
-        vae: Optional[nn.Module] = None,
-        text_encoders: Optional[Sequence[nn.Module]] = None,  # [UMT5EncoderModel]
-        tokenizers: Optional[Sequence] = None,
-        transformer_2: Optional[nn.Module] = None,  # Wan2.2 A14B low-noise expert (components; loaded from a path)
+    def _scales(self, parts: Dict) -> tuple[int, int]:
+        return int(parts["vae"].config.scale_factor_spatial), parts["transformer"].config.patch_size[1]  # 8 (16), 2
+
+    def _configure(
+        self, parts: Dict, *,
         boundary_ratio: Optional[float] = None,  # Wan2.2 A14B: sigma >= ratio -> transformer; None: from the path
         guidance_scale_2: Optional[float] = None,  # CFG of the low-noise expert; None: guidance_scale
         expand_timesteps: Optional[bool] = None,  # Wan2.2 TI2V-5B: per-token timesteps; None: from the path
         train_experts: str = "both",  # both | high (transformer) | low (transformer_2)
-        height: int = 480,  # pixels, multiple of 16
-        width: int = 832,
         num_frames: int = 33,  # video frames, 4k + 1
         guidance_scale: float = 5.0,  # classifier-free guidance; <= 1 disables it
         negative_prompt: str = "",
         cfg_no_grad_uncond: bool = False,  # unconditional branch without autograd (official ViPO Wan)
         shift: Optional[float] = None,  # static schedule shift; None: scheduler's flow_shift, else 5.0
-        max_sequence_length: int = 512,  # UMT5 tokens
-        dtype: str | torch.dtype = "float32",  # transformer + text encoders; velocity is float32
-        vae_dtype: str | torch.dtype = "float32",  # the VAE decodes in float32 unless told otherwise
-        device: str | torch.device = "cpu",
-        lora_rank: int = 32,  # 0: full fine-tuning
-        lora_alpha: Optional[float] = None,  # None: 2 * rank
-        lora_target_modules: Optional[Sequence[str]] = None,  # None: WAN_LORA_TARGETS
-        gradient_checkpointing: bool = False,
-        prompt_cache_size: int = 256,  # prompt embeddings kept (LRU); 0: all
-    ):
-        super().__init__()
-        parts = self._components(path_or_id, dict(transformer=transformer, vae=vae, text_encoders=text_encoders,
-                                                  tokenizers=tokenizers, transformer_2=transformer_2), dtype, vae_dtype)
-        if path_or_id is not None:
-            sched, index = parts["scheduler"], parts["model_index"]
-            shift = sched.get("flow_shift", sched.get("shift")) if shift is None else shift
-            boundary_ratio = index.get("boundary_ratio") if boundary_ratio is None else boundary_ratio
-            expand_timesteps = index.get("expand_timesteps") if expand_timesteps is None else expand_timesteps
+    ) -> None:
+        index = parts.get("model_index") or {}  # a checkpoint's model_index.json
+        boundary_ratio = index.get("boundary_ratio") if boundary_ratio is None else boundary_ratio
+        expand_timesteps = index.get("expand_timesteps") if expand_timesteps is None else expand_timesteps
+        if shift is None:
+            shift = self.scheduler_config.get("flow_shift", self.scheduler_config.get("shift"))
         self.transformer_2 = parts.pop("transformer_2", None)
         if (self.transformer_2 is None) != (boundary_ratio is None):
             raise ValueError("Wan2.2 two-expert models need both transformer_2 and boundary_ratio "
@@ -97,23 +82,15 @@ class WanGenerator(DiffusersGenerator, Generator):
                              "('low' needs transformer_2)")
         self.boundary_ratio, self.train_experts = boundary_ratio, train_experts
         self.expand_timesteps = bool(expand_timesteps)
-        vae = parts["vae"]
-        self.t_scale = int(vae.config.scale_factor_temporal)  # 4
-        self.s_scale = int(vae.config.scale_factor_spatial)  # 8 (Wan2.2 TI2V-5B: 16)
+        self.t_scale = int(parts["vae"].config.scale_factor_temporal)  # 4
+        self.s_scale = self.vae_scale  # 8 (Wan2.2 TI2V-5B: 16)
         if (num_frames - 1) % self.t_scale:
             raise ValueError(f"Wan num_frames must be {self.t_scale}k + 1, got {num_frames}")
-        step = self.s_scale * parts["transformer"].config.patch_size[1]
-        if height % step or width % step:
-            raise ValueError(f"Wan height/width must be multiples of {step}, got {height}x{width}")
-        self.height, self.width, self.num_frames = height, width, num_frames
+        self.num_frames = num_frames
         self.guidance_scale, self.negative_prompt = guidance_scale, negative_prompt
         self.guidance_scale_2 = guidance_scale if guidance_scale_2 is None else guidance_scale_2
         self.cfg_no_grad_uncond = cfg_no_grad_uncond
         self.shift = 5.0 if shift is None else shift
-        self.max_sequence_length = max_sequence_length
-        self._attach(**parts, dtype=dtype, device=device, vae_dtype=vae_dtype, lora_rank=lora_rank,
-                     lora_alpha=lora_alpha, target_modules=lora_target_modules or WAN_LORA_TARGETS,
-                     gradient_checkpointing=gradient_checkpointing, prompt_cache_size=prompt_cache_size)
 
     def _load(self, path_or_id: str, dtype: torch.dtype, vae_dtype: torch.dtype) -> dict:
         import os

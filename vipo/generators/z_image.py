@@ -18,15 +18,12 @@ Conventions checked against ``diffusers.ZImagePipeline`` (tests/test_gen_z_image
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional
 
 import torch
-from torch import nn
 
-from vipo.generators._diffusers_utils import (
-    DiffusersGenerator, Packed2x2Maps, calculate_shift, cfg_combine, decode_scaled, load_parts, scheduler_sigmas,
-    vae_scale_2d,
-)
+from vipo.generators._diffusers_utils import calculate_shift, cfg_combine, decode_scaled, load_parts, scheduler_sigmas
+from vipo.generators.adapter import DiffusersGenerator, Packed2x2Maps
 from vipo.generators.base import Cond, Generator
 from vipo.generators.lora import Z_IMAGE_LORA_TARGETS
 from vipo.sde import sigma_schedule
@@ -40,47 +37,21 @@ class ZImageGenerator(Packed2x2Maps, DiffusersGenerator, Generator):
     ``ZImageGenerator.from_components(transformer=..., vae=..., text_encoders=[qwen3], tokenizers=[tok])``."""
 
     is_video = False
-    TEXT_ENCODERS = ("Qwen3",)
+    MODEL, TEXT_ENCODERS, LORA_TARGETS = "Z-Image", ("Qwen3",), Z_IMAGE_LORA_TARGETS
+    SCHEDULER_CONFIG = SCHEDULER_CONFIG  # Z-Image-Turbo's (max_sequence_length: chat-template tokens)
 
-    def __init__(
-        self,
-        path_or_id: Optional[str] = None,  # hub id or local diffusers folder
-        *,
-        transformer: Optional[nn.Module] = None,
-        vae: Optional[nn.Module] = None,
-        text_encoders: Optional[Sequence[nn.Module]] = None,  # [Qwen3Model]
-        tokenizers: Optional[Sequence] = None,  # [its tokenizer with the chat template]
-        height: int = 1024,  # pixels, multiple of 16
-        width: int = 1024,
+    def _configure(
+        self, parts: Dict, *,
         guidance_scale: float = 0.0,  # g in v_c + g (v_c - v_u); 0: no guidance (Z-Image-Turbo)
         negative_prompt: str = "",
         cfg_truncation: float = 1.0,  # guidance off where 1 - sigma > this (1: never)
         cfg_normalization: float = 0.0,  # > 0: cap the guided norm at this times the conditional norm
         cfg_no_grad_uncond: bool = False,  # unconditional branch without autograd
         shift: Optional[float] = None,  # None: the scheduler's shift rule; a number: static shift
-        scheduler_config: Optional[Dict] = None,  # None: the checkpoint's, else Z-Image-Turbo's
-        max_sequence_length: int = 512,  # chat-template tokens
-        dtype: str | torch.dtype = "float32",  # transformer + text encoder; velocity is float32
-        vae_dtype: str | torch.dtype = "float32",
-        device: str | torch.device = "cpu",
-        lora_rank: int = 64,  # 0: full fine-tuning
-        lora_alpha: Optional[float] = None,  # None: 2 * rank
-        lora_target_modules: Optional[Sequence[str]] = None,  # None: Z_IMAGE_LORA_TARGETS
-        gradient_checkpointing: bool = False,
-        prompt_cache_size: int = 256,  # prompt embeddings kept (LRU); 0: all
-    ):
-        super().__init__()
-        parts = self._components(path_or_id, dict(transformer=transformer, vae=vae, text_encoders=text_encoders,
-                                                  tokenizers=tokenizers), dtype, vae_dtype)
-        self.scheduler_config = dict(scheduler_config or parts.get("scheduler") or SCHEDULER_CONFIG)
-        self._set_size(height, width, vae_scale_2d(parts["vae"]), 2, "Z-Image")
+    ) -> None:
         self.guidance_scale, self.negative_prompt = guidance_scale, negative_prompt
         self.cfg_truncation, self.cfg_normalization = cfg_truncation, cfg_normalization
         self.cfg_no_grad_uncond, self.shift = cfg_no_grad_uncond, shift
-        self.max_sequence_length = max_sequence_length
-        self._attach(**parts, dtype=dtype, device=device, vae_dtype=vae_dtype, lora_rank=lora_rank,
-                     lora_alpha=lora_alpha, target_modules=lora_target_modules or Z_IMAGE_LORA_TARGETS,
-                     gradient_checkpointing=gradient_checkpointing, prompt_cache_size=prompt_cache_size)
 
     def _load(self, path_or_id: str, dtype: torch.dtype, vae_dtype: torch.dtype) -> dict:
         from diffusers import AutoencoderKL, ZImageTransformer2DModel

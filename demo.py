@@ -1,6 +1,7 @@
-"""``make demo``: GRPO and ViPO side by side on the toy world, same seed, in about three minutes on 2 cores.
+#!/usr/bin/env python
+"""``make demo``: GRPO and ViPO side by side on the toy world, same seed, in a few minutes on 2 cores.
 
-    python -m vipo.demo [--out results/demo] [--seed 0] [overrides ...]
+    python demo.py [--out results/demo] [--seed 0] [overrides ...]
 
 Runs ``experiment=toy_demo`` twice in parallel (one thread each): plain GRPO (``advantage=grpo``) and ViPO,
 with the redness reward, then writes into ``--out``: ``curves.png`` (train reward, shape accuracy against
@@ -19,7 +20,9 @@ import threading
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from analysis.curves import plot_curves
+
+ROOT = Path(__file__).resolve().parent
 ARMS = {"grpo": ["advantage=grpo"], "vipo": []}
 COLUMNS = [("eval/reward", "reward"), ("eval/shape_acc", "shape acc"), ("eval/colour_acc", "colour acc"),
            ("eval/fd", "FD")]
@@ -114,7 +117,6 @@ def main(argv=None) -> None:
     print(f"GRPO and ViPO, toy world 16x16, redness reward, seed {args.seed}: two runs in parallel, one thread each",
           flush=True)
     runs = run_arms(out, args.seed, args.overrides)
-    from analysis.curves import plot_curves
 
     plot_curves([runs["grpo"], runs["vipo"]], out / "curves.png", labels=["GRPO", "ViPO"])
     sample_figure(runs, out / "samples.png")

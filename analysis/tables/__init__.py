@@ -23,7 +23,7 @@ import pandas as pd
 
 from analysis.stats import interpolate_at, interval, paired_difference
 
-PAPER_DIR = Path(__file__).resolve().parent / "paper"
+PAPER_DIR = Path(__file__).resolve().parent.parent / "paper"  # analysis/paper
 CELL = "tags.cell"  # the column naming a run's cell (set by vipo.sweep)
 SEED = "seed"  # the summary field holding train.seed
 
@@ -284,9 +284,3 @@ def paper_side_by_side(paper: dict, runs: pd.DataFrame, experiment: str | None =
             out.append({"row": row["name"], "column": col["name"], "metric": col["metric"], "source": "ours",
                         **est._asdict()})
     return pd.DataFrame(out, columns=["row", "column", "metric", "source", "mean", "lo", "hi", "n"])
-
-
-if __name__ == "__main__":
-    from analysis.make_tables import main
-
-    raise SystemExit(main())
