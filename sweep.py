@@ -6,6 +6,7 @@
     python sweep.py ablation=psm_k table                        # only print the table of finished cells
     python sweep.py study=toy [workers=2] [seeds=N] [parts=a,b]  # several ablations x rewards x seeds, resumable
     python sweep.py study=toy status                            # per run: done / running / pending / failed
+    python sweep.py study=toy_confirm freeze                    # write the plan of its confirmatory claims
 
 Any of them on a SLURM cluster (docs/cluster.md): add launcher=slurm [launcher.partition=gpu ...] [wait=true];
 results_root=/shared/results puts the results there instead of results/; search=<name> launcher=slurm workers=N
@@ -23,7 +24,7 @@ from typing import Sequence
 
 from vipo.config import ConfigError
 
-FLAGS = ("table", "status")
+FLAGS = ("table", "status", "freeze")
 
 
 def _take(argv: list[str], key: str, default=None):
@@ -72,6 +73,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     results = _take(argv, "results_root")  # where results/ is for this command: a shared file system on a cluster
     results = Path(results).resolve() if results else None
     try:
+        if study and "freeze" in flags:
+            from vipo.study import freeze_study
+
+            freeze_study(study)
+            return 0
         workers = _take(argv, "workers")
         workers = int(workers) if workers is not None else None
         if study:

@@ -8,12 +8,17 @@ inside the range the pair covers, then a Student-t interval over seeds. It "hold
 metric's better side of 0, "fails" when it lies on the other side, and is "undecided" otherwise (or with one
 seed). Against several references a claim holds only if it holds against each, and fails if it fails against any.
 
+A study with a ``confirmatory:`` block has its pre-registered claims judged first, against its frozen plan
+(``analysis.confirm``; refused when the plan is missing or the study changed since it was frozen); the rest of
+its claims are exploratory.
+
     python -m analysis.claims toy [--root results/toy_study]
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Sequence
 
@@ -119,10 +124,29 @@ def claims_markdown(frame: pd.DataFrame, title: str = "Claims") -> str:
     return "\n".join(lines) + "\n"
 
 
+def _confirmatory(name: str, root: Path | None) -> tuple[str, pd.DataFrame] | None:
+    """The confirmatory section of a study with a ``confirmatory:`` block (None without one); raises
+    ``vipo.confirm.PlanError`` when its plan is missing or changed."""
+    from analysis.confirm import confirmatory_markdown, confirmatory_table
+    from vipo.study import load_study
+
+    if not load_study(name).get("confirmatory"):
+        return None
+    frame, plan = confirmatory_table(name, root)
+    return confirmatory_markdown(frame, plan, "../plan.json"), frame
+
+
 def write_claims(name: str, root: Path, out: Path, interval_kind: str = "t") -> tuple[str, pd.DataFrame]:
-    """``claims.md`` and ``claims.csv`` of a study into ``out`` (what ``make tables`` writes); returns both."""
+    """``claims.md`` and ``claims.csv`` of a study into ``out`` (what ``make tables`` writes); returns both. A study
+    with confirmatory claims gets them first (and ``confirmatory.csv``), then its other claims as exploratory."""
     frame = claim_table(name, root, interval_kind)
-    text = claims_markdown(frame, f"Claims of study {name}")
+    conf = _confirmatory(name, root)
+    if conf is None:
+        text = claims_markdown(frame, f"Claims of study {name}")
+    else:
+        text = conf[0] + "\n" + claims_markdown(frame, f"Exploratory claims of study {name} (not pre-registered, "
+                                                       "levels from the data, no multiplicity correction)")
+        conf[1].to_csv(out / "confirmatory.csv", index=False, float_format="%.6g")
     (out / "claims.md").write_text(text)
     frame.to_csv(out / "claims.csv", index=False, float_format="%.6g")
     return text, frame
@@ -134,7 +158,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--root", default=None, help="results folder (default: the study's root)")
     ap.add_argument("--interval", default="t", choices=["t", "bootstrap"])
     args = ap.parse_args(argv)
-    print(claims_markdown(claim_table(args.study, args.root, args.interval)))
+    from vipo.confirm import PlanError
+
+    try:
+        conf = _confirmatory(args.study, args.root)
+        frame = claim_table(args.study, args.root, args.interval)
+    except (PlanError, FileNotFoundError) as e:
+        print(str(e), file=sys.stderr)
+        return 2
+    if conf is None:
+        print(claims_markdown(frame))
+    else:
+        print(conf[0] + "\n" + claims_markdown(frame, "Exploratory claims (not pre-registered)"))
     return 0
 
 

@@ -33,6 +33,8 @@ def _write(rep: Report, out: Path, formats: Sequence[str], figures: bool, collec
         _figure(rep, out)
     for line in rep.missing:
         _say(f"  missing in {rep.name}: {line}")
+    for line in rep.environment:
+        _say(f"  warning in {rep.name}: {line}")
 
 
 def _figure(rep: Report, out: Path) -> None:
@@ -84,10 +86,15 @@ def _study(sroot: Path, root: Path, names: Sequence[str], out: Path, formats, le
                 _say(f"  missing in {reports[-1].name}: {line}")
             _say(f"  figures {out / reports[-1].name}_curves.png, _samples.png")
     name = study_of_root(sroot)
-    if name and load_study(name).get("claims"):
+    if name and (load_study(name).get("claims") or load_study(name).get("confirmatory")):
         from analysis.claims import write_claims
+        from vipo.confirm import PlanError
 
-        text, frame = write_claims(name, sroot, out, interval_kind)
+        try:
+            text, frame = write_claims(name, sroot, out, interval_kind)
+        except PlanError as e:
+            _say(f"study {name}: claims not judged: {e}")
+            return reports
         collected.insert(0, text)
         counts = frame[frame["reference"] != "all"]["verdict"].value_counts().to_dict() if len(frame) else {}
         _say(f"study {name}: {len(frame)} claim rows ({counts}) -> {out / 'claims.md'}")

@@ -32,6 +32,16 @@ class Report:
     missing: list[str] = field(default_factory=list)  # what could not be shown, one line each
     run_dirs: list[str] = field(default_factory=list)
     labels: list[str] = field(default_factory=list)  # one per run: "<cell>-s<seed>"
+    environment: list[str] = field(default_factory=list)  # how the runs' environments differ (analysis.environments)
+
+    def note_environment(self, runs: pd.DataFrame) -> "Report":
+        """Footnote every table with how the environments of ``runs`` differ (nothing when they do not)."""
+        from analysis.environments import environment_notes
+
+        self.environment = environment_notes(runs)
+        for t in self.tables:
+            t.notes = [*t.notes, *self.environment]
+        return self
 
 
 def sweep_runs(runs: pd.DataFrame, ablation: str, experiment: str | None = None) -> pd.DataFrame:
@@ -122,7 +132,7 @@ def ablation_report(runs: pd.DataFrame, spec: dict, experiment: str | None, leve
             rep.missing.append(f"paired differences: {e}")
     rep.tables += _matched(runs, metrics, cells, CELL, levels, interval_kind, confidence, title, rep.missing,
                            reference)
-    return rep
+    return rep.note_environment(runs)
 
 
 def folder_report(runs: pd.DataFrame, name: str, levels: Sequence[float] | None = None, interval_kind: str = "t",
@@ -138,13 +148,19 @@ def folder_report(runs: pd.DataFrame, name: str, levels: Sequence[float] | None 
                            rep.missing)
     for t in rep.tables:
         t.row_header = "run"
-    return rep
+    return rep.note_environment(runs)
 
 
 def paper_report(paper: dict, runs: pd.DataFrame, experiment: str | None = None, interval_kind: str = "t",
                  confidence: float = 0.95) -> Table:
     """The paper's table beside ours (runs of ``experiment``, default the paper's own)."""
-    return paper_view(paper_side_by_side(paper, runs, experiment, interval_kind, confidence), paper, experiment)
+    from analysis.environments import environment_notes
+
+    t = paper_view(paper_side_by_side(paper, runs, experiment, interval_kind, confidence), paper, experiment)
+    ours = runs[runs["experiment"].astype(str) == (experiment or paper["experiment"])] \
+        if "experiment" in runs.columns else runs
+    t.notes = [*t.notes, *environment_notes(ours)]
+    return t
 
 def sweep_table(ablation: str, root: str | Path | None = None, metrics: Sequence[str] | None = None,
                 extra: Sequence[str] = ()) -> pd.DataFrame | None:

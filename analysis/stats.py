@@ -129,3 +129,90 @@ def verdict(lo: float, hi: float, expected_sign: int = 1) -> str:
     if lo > 0 or hi < 0:
         return "holds" if (lo > 0) == (expected_sign > 0) else "fails"
     return "undecided"
+
+
+# -- tests for pre-registered (confirmatory) claims -----------------------------------------------------------------
+class PairedTest(NamedTuple):
+    mean: float  # mean of the per-seed differences
+    se: float  # standard error s / sqrt(n) (s with ddof=1)
+    n: int  # finite differences
+    p_diff: float  # two-sided p of the paired t test of mean = 0
+    p_equiv: float  # TOST p within (-margin, +margin): max of the two one-sided p (nan without a margin)
+
+
+def _t_sf(x: float, dof: float) -> float:
+    from scipy import stats
+
+    return float(stats.t.sf(x, dof))
+
+
+def tost(values: Sequence[float], margin: float | None = None) -> PairedTest:
+    """Paired t test of mean 0 (two-sided) and the two one-sided tests (TOST) of equivalence within ``margin``.
+
+    With t_lo = (mean + margin) / se and t_hi = (mean - margin) / se on n - 1 degrees of freedom, TOST's p is
+    max(P(T >= t_lo), P(T <= t_hi)): below alpha exactly when the 1 - 2 alpha t interval lies inside
+    (-margin, +margin). Fewer than two values, or zero spread, give nan p-values (nothing can be concluded)."""
+    a = finite(values)
+    n = len(a)
+    if n < 2:
+        return PairedTest(float(a.mean()) if n else math.nan, math.nan, n, math.nan, math.nan)
+    mean, se = float(a.mean()), float(a.std(ddof=1)) / math.sqrt(n)
+    if se == 0:
+        return PairedTest(mean, 0.0, n, math.nan, math.nan)
+    dof = n - 1
+    p_diff = 2 * _t_sf(abs(mean) / se, dof)
+    if margin is None:
+        return PairedTest(mean, se, n, p_diff, math.nan)
+    if not margin > 0:
+        raise ValueError(f"equivalence margin must be > 0, got {margin}")
+    p_lower = _t_sf((mean + margin) / se, dof)  # H0: mean <= -margin
+    p_upper = _t_sf((margin - mean) / se, dof)  # H0: mean >= +margin
+    return PairedTest(mean, se, n, p_diff, max(p_lower, p_upper))
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm's step-down adjusted p-values: sort ascending, p_(j) * (m - j + 1) for j = 1..m, running maximum,
+    capped at 1. A nan p (no test) is left nan and does not count in m."""
+    p = [float(x) for x in p_values]
+    idx = sorted((i for i in range(len(p)) if math.isfinite(p[i])), key=lambda i: p[i])
+    m, out, running = len(idx), [math.nan] * len(p), 0.0
+    for j, i in enumerate(idx):
+        running = max(running, min(1.0, (m - j) * p[i]))
+        out[i] = running
+    return out
+
+
+def holm_levels(p_values: Sequence[float], alpha: float = 0.05) -> list[float]:
+    """The significance level at which Holm's procedure tests each hypothesis: alpha / (m - j + 1) at step j for
+    the hypotheses it rejects, and the level of the step where it stops for every other one. A two-sided
+    1 - level interval then excludes 0 exactly when Holm rejects (not a simultaneous coverage guarantee).
+    nan for a nan p."""
+    p = [float(x) for x in p_values]
+    idx = sorted((i for i in range(len(p)) if math.isfinite(p[i])), key=lambda i: p[i])
+    m, out = len(idx), [math.nan] * len(p)
+    stop = None
+    for j, i in enumerate(idx):
+        level = alpha / (m - j)
+        if stop is None and p[i] > level:
+            stop = level
+        out[i] = level if stop is None else stop
+    return out
+
+
+def t_interval_at(mean: float, se: float, n: int, level: float) -> tuple[float, float]:
+    """mean ± t_{(1+level)/2, n-1} * se (nan ends with fewer than two values or a nan level)."""
+    if n < 2 or not math.isfinite(se) or not math.isfinite(level):
+        return math.nan, math.nan
+    half = _t_quantile((1 + level) / 2, n - 1) * se
+    return mean - half, mean + half
+
+
+def confirmatory_verdict(p_diff_adj: float, p_equiv_adj: float, mean: float, expected_sign: int,
+                         alpha: float) -> str:
+    """"holds" / "fails" when the adjusted difference test rejects (by the side of the mean), else "equivalent"
+    when the adjusted TOST rejects, else "undecided"."""
+    if math.isfinite(p_diff_adj) and p_diff_adj < alpha:
+        return "holds" if (mean > 0) == (expected_sign > 0) else "fails"
+    if math.isfinite(p_equiv_adj) and p_equiv_adj < alpha:
+        return "equivalent"
+    return "undecided"

@@ -41,7 +41,7 @@ def test_build_writes_every_table_and_names_what_is_missing(tmp_path, capsys):
         for ext in ("md", "tex", "csv"):
             assert (tmp_path / f"{stem}.{ext}").stat().st_size > 100, (stem, ext)
     assert (tmp_path / "baseline-toy_redness_curves.png").stat().st_size > 1000
-    assert "no runs for ablation(s): logprob_reduction, main, psm_aggregation, psm_backbone" in out
+    assert "no runs for ablation(s): logprob_reduction, main, oracle_map, psm_aggregation, psm_backbone" in out
     assert "paper Table 1 (flux_hps): no runs of flux_hps; not built" in out
     # the files hold what the builders give (the same call a notebook makes)
     rep = ablation_report(collect(FIXTURE, cache=False), load_ablation("baseline"), "toy_redness")

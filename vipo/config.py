@@ -50,7 +50,7 @@ class AdvantageConfig:
 
 @dataclass
 class MapConfig(PSMConfig):
-    source: str = "backbone"  # where maps come from: backbone (PSM) | ones | random | saliency | attention
+    source: str = "backbone"  # where maps come from: backbone (PSM) | ones | random | saliency | attention | oracle(_inverse)
     saliency: SaliencyConfig = field(default_factory=SaliencyConfig)  # options of source=saliency
     attention: AttentionConfig = field(default_factory=AttentionConfig)  # options of source=attention
 

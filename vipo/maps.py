@@ -1,5 +1,6 @@
 """Where advantage maps come from (``psm.source``): the PSM over a backbone, all ones, random, the reward's
-input gradient (``saliency``, vipo/saliency.py) or the generator's own prompt attention (``attention``,
+input gradient (``saliency``, vipo/saliency.py), the toy world's object mask (``oracle``, background only:
+``oracle_inverse``; vipo/toy/segment.py) or the generator's own prompt attention (``attention``,
 vipo/attention.py, captured during the rollout: ``map_capture``).
 
 Every source takes decoded images (``[B, 3, H, W]``, or video ``[B, 3, F, H, W]``) and returns maps on the
@@ -20,10 +21,14 @@ MapFn = Callable[..., torch.Tensor]
 MAP_SOURCES: Registry[MapFn] = Registry("map source")
 MAP_SOURCES.register_lazy("saliency", "vipo.saliency:saliency_maps")
 MAP_SOURCES.register_lazy("attention", "vipo.attention:attention_maps")
+MAP_SOURCES.register_lazy("oracle", "vipo.toy.segment:oracle_maps")  # toy world: the object's own pixels
+MAP_SOURCES.register_lazy("oracle_inverse", "vipo.toy.segment:oracle_inverse_maps")  # toy world: background only
 # source -> check(cfg) raising ValueError when the rest of the config cannot serve it (config time)
 MAP_CHECKS: Registry[Callable] = Registry("map source check")
 MAP_CHECKS.register_lazy("saliency", "vipo.saliency:check_config")
 MAP_CHECKS.register_lazy("attention", "vipo.attention:check_config")
+MAP_CHECKS.register_lazy("oracle", "vipo.toy.segment:check_config")
+MAP_CHECKS.register_lazy("oracle_inverse", "vipo.toy.segment:check_config")
 # source -> capture(generator, cfg, prompts, num_steps, generator_name): a context manager around the rollout
 MAP_CAPTURES: Registry[Callable] = Registry("map capture")
 MAP_CAPTURES.register_lazy("attention", "vipo.attention:attention_capture")

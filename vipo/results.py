@@ -1,8 +1,9 @@
 """Run records -> one table. ``collect(root)`` reads every ``summary.json`` below ``root`` (with the run's
 ``config.yaml``) into a pandas DataFrame, one row per run: summary fields as they are, config fields
-flattened as ``cfg.<section>.<key>``. The table is cached as ``<root>/index.parquet`` and rebuilt when a
-summary is newer than the cache. ``python -m vipo.results [root]`` prints it; statistics over runs (means,
-intervals, paired differences) are built by ``analysis.tables`` (``python -m analysis.tables root --by COLUMN``).
+flattened as ``cfg.<section>.<key>``, the run's environment (``env.json``: package versions, git commit) as
+``env.<field>``. The table is cached as ``<root>/index.parquet`` and rebuilt when a summary is newer than the
+cache. ``python -m vipo.results [root]`` prints it; statistics over runs (means, intervals, paired differences)
+are built by ``analysis.tables`` (``python -m analysis.tables root --by COLUMN``).
 """
 
 from __future__ import annotations
@@ -37,6 +38,9 @@ def read_run(run_dir: Path) -> dict:
     cfg_path = run_dir / "config.yaml"
     if cfg_path.exists():
         row.update(flatten(yaml.safe_load(cfg_path.read_text()) or {}, "cfg."))
+    from vipo.environment import row as env_row
+
+    row.update(env_row(run_dir))  # env.torch, env.git_commit, ...: what produced the numbers (env.json)
     row["run_dir"] = str(run_dir)
     return row
 
@@ -46,7 +50,8 @@ def collect(root: str | Path = "results", cache: bool = True) -> pd.DataFrame:
     summaries = sorted(root.rglob("summary.json"))
     cache_path = root / CACHE
     if cache and cache_path.exists() and summaries:
-        newest = max(p.stat().st_mtime for p in summaries)
+        envs = [p.parent / "env.json" for p in summaries]  # a resume appends to env.json after the summary
+        newest = max(p.stat().st_mtime for p in summaries + [e for e in envs if e.exists()])
         if cache_path.stat().st_mtime >= newest:
             cached = pd.read_parquet(cache_path)
             if len(cached) == len(summaries):

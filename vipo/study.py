@@ -27,7 +27,7 @@ from typing import Sequence
 from vipo.config import CONFIG_DIR, ConfigError, load
 from vipo.sweep import ROOT, Cell, _check_same_config, _fmt, default_runner, expand_cells, launch, load_ablation
 
-STUDY_KEYS = {"name", "title", "root", "world", "rewards", "parts", "analysis", "claims"}
+STUDY_KEYS = {"name", "title", "root", "world", "rewards", "parts", "analysis", "claims", "confirmatory"}
 PART_KEYS = {"ablation", "seeds", "rewards", "cells"}
 IGNORED = ("run_id", "results_root", "resume", "tags")  # fields that do not make two runs different
 
@@ -63,6 +63,10 @@ def load_study(name: str | Path) -> dict:
             if r not in spec["rewards"]:
                 raise ConfigError(f"config error: part {part['ablation']} of {path} names reward {r!r}; "
                                   f"the study's rewards are {sorted(spec['rewards'])}")
+    if spec.get("confirmatory") is not None:  # pre-registered claims (vipo/confirm.py)
+        from vipo.confirm import check_block
+
+        check_block(spec, path, load_study)
     return spec
 
 
@@ -146,6 +150,19 @@ def plan_study(name: str | Path, extra: Sequence[str] = (), root: Path | None = 
     return runs, index
 
 
+def freeze_study(name: str | Path, root: Path | None = None) -> Path:
+    """``python sweep.py study=<name> freeze``: write the plan of the study's confirmatory claims
+    (``vipo.confirm.freeze``) into its root, before any of its runs has finished."""
+    from vipo.confirm import freeze, study_path
+
+    spec = load_study(name)
+    root = study_root(spec, root)
+    if not spec.get("confirmatory"):
+        raise ConfigError(f"config error: {study_path(name)} has no 'confirmatory:' block; nothing to freeze")
+    _, index = plan_study(name, root=root)
+    return freeze(spec, study_path(name), root, index)
+
+
 def _results_root(run_dir: Path) -> str:
     """The run's parent folder, relative to the project root when inside it (runs start there), so committed
     config files do not depend on where the project was cloned."""
@@ -218,6 +235,10 @@ def run_study(name: str | Path, extra: Sequence[str] = (), workers: int = 1, roo
     runner = list(runner or default_runner())
     spec = load_study(name)
     root = study_root(spec, root)
+    if spec.get("confirmatory"):  # pre-registered: runs only against the frozen plan (vipo/confirm.py)
+        from vipo.confirm import check_plan, study_path
+
+        check_plan(spec, study_path(name), root)
     runs, index = plan_study(name, extra, root, seeds_cap)
     write_index(root, index)
     shared = len(index) - len(runs)

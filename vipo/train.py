@@ -19,7 +19,7 @@ from typing import Callable, Optional
 
 import torch
 
-from vipo import dist, stop
+from vipo import dist, environment, stop
 from vipo.advantage import redistribute, zero_std_fraction
 from vipo.config import Config
 from vipo.ema import EMA
@@ -148,6 +148,7 @@ class Trainer:
             from omegaconf import OmegaConf
 
             atomic_write_text(self.run_dir / "config.yaml", OmegaConf.to_yaml(raw))
+            environment.record(self.run_dir, self.start)  # env.json: versions, commit; kept (and compared) on resume
         self.logger = LOGGERS.build(cfg.logger.name, run_dir=self.run_dir, run_id=self.run_dir.name, config=raw,
                                     project=cfg.logger.project, mode=cfg.logger.mode) if dist.is_main() else LOGGERS.build("none")
 

@@ -234,6 +234,25 @@ def pairwise_matched_table(runs: pd.DataFrame, metrics: Sequence[str], reference
     return pd.DataFrame(out, columns=cols)
 
 
+def pair_seed_effects(runs: pd.DataFrame, metric: str, cell: str, reference: str, levels: Sequence[float],
+                      reward: str = "eval/reward", by: str = CELL, seed: str = SEED) -> dict[int, float]:
+    """Per seed, the mean of ``cell - reference`` in ``metric`` over the ``levels`` both runs of that seed reach
+    (the per-seed number of ``pairwise_matched_table``'s step "mean"); a seed whose pair reaches no level is left
+    out."""
+    pair = runs[runs[by].astype(str).isin([cell, reference])] if by in runs.columns else runs.iloc[0:0]
+    if pair.empty or not levels:
+        return {}
+    values = matched_values(pair, levels, [metric], reward, by, seed)
+    per_seed: dict[int, list[float]] = {}
+    for level in levels:
+        at = values[values["level"] == float(level)]
+        a, b = _by_seed(_runs_of(at, cell, by), metric, seed), _by_seed(_runs_of(at, reference, by), metric, seed)
+        for s in set(a) & set(b):
+            if math.isfinite(a[s]) and math.isfinite(b[s]):
+                per_seed.setdefault(s, []).append(a[s] - b[s])
+    return {s: float(np.mean(v)) for s, v in sorted(per_seed.items())}
+
+
 # -- the paper's numbers ------------------------------------------------------------------------------------------
 def load_paper(name: str | Path) -> dict:
     """A paper table from ``analysis/paper/`` by file stem (``table1_flux_hps``) or path."""
