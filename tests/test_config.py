@@ -7,7 +7,7 @@ import pytest
 from vipo.cli import main
 from vipo.config import CONFIG_DIR, ConfigError, load
 
-GROUPS = sorted(p.name for p in CONFIG_DIR.iterdir() if p.is_dir() and p.name not in ("ablation", "accelerate", "study"))
+GROUPS = sorted(p.name for p in CONFIG_DIR.iterdir() if p.is_dir() and p.name not in ("ablation", "accelerate", "study", "launcher"))
 
 
 def group_files():

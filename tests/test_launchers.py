@@ -145,3 +145,24 @@ def test_slurm_options_use_hydra_submitit_names_and_are_overridable(tmp_path):
     for line in ("#SBATCH --partition=gpu", "#SBATCH --gpus-per-node=4", "#SBATCH --ntasks-per-node=4",
                  "#SBATCH --signal=USR2@120", "#SBATCH --array=0-9%3", "#SBATCH --exclusive", "#SBATCH --time=60"):
         assert line in script, line
+
+
+def test_results_root_moves_sweeps_studies_and_searches(tmp_path, capsys):
+    """`results_root=` on sweep.py replaces the project's results/ folder (it used to be silently ignored)."""
+    import sweep
+    from vipo.study import load_study, study_root
+    from vipo.sweep import ROOT, default_root
+
+    assert default_root("psm_k", results=tmp_path) == tmp_path / "sweeps/psm_k/toy_redness"
+    assert study_root(load_study("toy"), results=tmp_path) == tmp_path / "toy_study"  # root: results/toy_study
+    assert study_root(load_study("toy")) == ROOT / "results/toy_study"
+    assert sweep.main(["study=toy", "status", f"results_root={tmp_path}"]) == 0
+    out = capsys.readouterr().out
+    assert f"[status] study toy: 90 runs: 0 done" in out and f"({tmp_path / 'toy_study'})" in out
+    assert sweep.main(["ablation=psm_target", "status", "seeds=1", f"results_root={tmp_path}"]) == 0
+    assert str(tmp_path / "sweeps/psm_target/toy_redness") in capsys.readouterr().out
+    # a search on SLURM with the default (SQLite) storage is refused in one line, before anything is submitted
+    assert sweep.main(["search=toy", "launcher=slurm", "workers=2", f"results_root={tmp_path}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "storage sqlite (the default) is a file" in err[0] and "launcher=slurm" in err[0]
+    assert not (tmp_path / "optuna").exists()
