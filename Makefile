@@ -9,6 +9,7 @@ export OMP_WAIT_POLICY ?= PASSIVE   # idle OpenMP threads sleep instead of spinn
 export HF_HUB_OFFLINE ?= 1
 
 .PHONY: setup demo test test-slow test-all test-slurm tables bench bench-gpu check-scorers scorer-fixtures ref-env clean
+.PHONY: vbench-env check-vbench vbench-fixture
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PY) -m venv $(VENV)
@@ -79,5 +80,21 @@ scorer-fixtures: ref-env  ## rewrite tests/fixtures/scorers from the reference p
 	$(REF)/bin/python checks/make_scorer_fixtures.py --only hps,pickscore
 	cd $(REF) && PYTHONPATH=tf4 bin/python ../checks/make_scorer_fixtures.py --only imagereward
 
+# VBench (vbench 0.1.5 pins transformers 4.33.2 and numpy < 2) lives in .venv-vbench, called as a subprocess by
+# python -m vipo.eval ... metrics=[vbench] (docs/vbench.md); exact pins in checks/vbench-requirements.txt.
+VBENCH := .venv-vbench
+
+$(VBENCH)/.installed: checks/vbench_env.sh checks/vbench-requirements.txt
+	bash checks/vbench_env.sh $(PY)
+	touch $@
+
+vbench-env: $(VBENCH)/.installed  ## the VBench environment, ~7 minutes on 2 cores, 6.7 GB
+
+check-vbench: setup vbench-env  ## the real VBench on tiny-Wan videos (slow tests), ~7 minutes on 2 busy cores
+	VIPO_VBENCH_ENV=$(VBENCH) $(PYTHON) -m pytest -m "slow or not slow" tests/test_vbench_e2e.py tests/test_vbench_suite.py
+
+vbench-fixture: setup  ## rewrite tests/fixtures/vbench from VBench's cal_final_score.py (VBENCH_REPO=<checkout>)
+	$(PYTHON) checks/make_vbench_fixture.py --vbench $(VBENCH_REPO)
+
 clean:
-	rm -rf $(VENV) $(REF) .pytest_cache .hypothesis
+	rm -rf $(VENV) $(REF) $(VBENCH) .pytest_cache .hypothesis

@@ -7,6 +7,8 @@
     python sweep.py study=toy [workers=2] [seeds=N] [parts=a,b]  # several ablations x rewards x seeds, resumable
     python sweep.py study=toy status                            # per run: done / running / pending / failed
     python sweep.py study=toy_confirm freeze                    # write the plan of its confirmatory claims
+    python sweep.py ablation=psm_k plan [experiment=flux_hps] [gpus=8 gpu=h100 mfu=0.4]  # cost before launch
+    python sweep.py study=toy plan                               # (vipo.plan; docs/costs.md)
 
 Any of them on a SLURM cluster (docs/cluster.md): add launcher=slurm [launcher.partition=gpu ...] [wait=true];
 results_root=/shared/results puts the results there instead of results/; search=<name> launcher=slurm workers=N
@@ -67,6 +69,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not argv or "-h" in argv or "--help" in argv:
         print(__doc__)
         return 0
+    if "plan" in argv:  # cost of every run before launch (vipo.plan)
+        from vipo.plan.cli import plan_sweep
+
+        return plan_sweep([a for a in argv if a != "plan"])
     flags = {f for f in FLAGS if f in argv}
     argv = [a for a in argv if a not in FLAGS]
     ablation, search, study = _take(argv, "ablation"), _take(argv, "search"), _take(argv, "study")

@@ -35,6 +35,7 @@ METRICS: dict[str, MetricInfo] = {
 # Families by prefix (checked after exact names): the rule rewards the toy metrics also report.
 PREFIXES: dict[str, MetricInfo] = {
     "eval/reward_": MetricInfo("", True, 3),
+    "eval/vbench_": MetricInfo("", True, 4),  # VBench dimensions (fractions) and partial totals
 }
 
 

@@ -1,5 +1,7 @@
 """``python tests/run_tiny.py <overrides>``: train.py with the tiny test components registered.
-``python tests/run_tiny.py search <spec.yaml> <root> [--storage URL] <overrides>`` runs an Optuna worker instead."""
+``python tests/run_tiny.py search <spec.yaml> <root> [--storage URL] <overrides>`` runs an Optuna worker instead;
+``python tests/run_tiny.py sweep <ablation> <root> <seeds> <workers> <overrides>`` runs a sweep whose cells run
+through this script (exit 1 when a run has no summary at the end)."""
 
 import sys
 
@@ -11,4 +13,13 @@ if __name__ == "__main__":
         from vipo.hpo import main as search_worker
 
         sys.exit(search_worker(sys.argv[2:]))
+    if sys.argv[1:2] == ["sweep"]:
+        from pathlib import Path
+
+        from vipo.sweep import run_sweep
+
+        ablation, root, seeds, workers, *extra = sys.argv[2:]
+        cells = run_sweep(ablation, [int(s) for s in seeds.split(",")], extra, workers=int(workers), root=Path(root),
+                          runner=[sys.executable, __file__])
+        sys.exit(0 if all((c.run_dir / "summary.json").exists() for c in cells) else 1)
     sys.exit(main(sys.argv[1:]))

@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from datetime import datetime
 from pathlib import Path
 
@@ -87,30 +88,46 @@ def test_sweep_records_jobs_reports_status_and_never_runs_twice(launcher, tmp_pa
 
 
 def test_a_run_pending_or_running_elsewhere_is_not_started_again(launcher, tmp_path, capsys):
-    """A job record whose job is still live (here: this very process, or a job SLURM lists) blocks a resubmission."""
+    """A run busy elsewhere is never started a second time. SLURM: a run whose recorded job SLURM still lists is not
+    submitted again. Local: a run whose folder is leased by a live process is waited for, and trained here only
+    once that process lets it go."""
+    import threading
+
+    from vipo import lease
+
     root, extra = tmp_path / "sweep", tiny_extra(tmp_path)
     jobs = sweep_jobs("psm_target", [0], extra, root, RUNNER)
     busy = jobs[0].run_dir
-    if launcher.name == "local":  # "running": a live process of this host whose command line names the run folder
-        proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", str(busy)])
-        write_job(busy, launcher="local", job_id=str(proc.pid), pid=proc.pid, submitted="x", run_dir=str(busy))
-    else:
-        out = subprocess.run(["sbatch", "--parsable", "--hold", "--wrap", "true"], capture_output=True, text=True)
-        held = out.stdout.strip().split(";")[0]
-        write_job(busy, launcher="slurm", job_id=held, submitted="x", run_dir=str(busy))
+    if launcher.name == "local":
+        held = lease.acquire(busy)
+        assert [s.state for s in states(jobs)] == ["running", "not started"] and states(jobs)[0].leased
+        released = []
+        timer = threading.Timer(8.0, lambda: (released.append(time.time()), held.release()))
+        timer.start()
+        try:
+            run_sweep("psm_target", [0], extra, root=root, runner=RUNNER, launcher=launcher)
+        finally:
+            timer.cancel()
+            held.release()
+        out = capsys.readouterr().out
+        assert f"running elsewhere: {busy.name}" in out and "continuing it here" in out
+        first_line = (busy / "train.log").read_text().splitlines()[0]
+        assert (busy / "summary.json").exists() and released
+        assert (busy / "train.log").stat().st_mtime > released[0]  # trained here only after the lease was let go
+        assert "[vipo]" in first_line
+        return
+    out = subprocess.run(["sbatch", "--parsable", "--hold", "--wrap", "true"], capture_output=True, text=True)
+    held = out.stdout.strip().split(";")[0]
+    write_job(busy, launcher="slurm", job_id=held, submitted="x", run_dir=str(busy))
     try:
-        assert [s.state for s in states(jobs)] == ["running" if launcher.name == "local" else "pending", "not started"]
+        assert [s.state for s in states(jobs)] == ["pending", "not started"]
         capsys.readouterr()
         run_sweep("psm_target", [0], extra, root=root, runner=RUNNER, launcher=launcher)
         out = capsys.readouterr().out
         assert "2 runs, 0 done, 1 to run, 1 pending/running elsewhere (not started again)" in out
         assert not (busy / "summary.json").exists() and (jobs[1].run_dir / "summary.json").exists()
     finally:
-        if launcher.name == "slurm":
-            subprocess.run(["scancel", held])
-        else:
-            proc.kill()
-            proc.wait()
+        subprocess.run(["scancel", held])
 
 
 # ------------------------------------------------------------------------------------ launcher files and options

@@ -78,7 +78,9 @@ for name, reg, obj in [("tiny_test", GENERATORS, TinyGenerator), ("tiny_test", B
 
 
 class KillSwitch(Reward):
-    """Mean red-minus-rest reward that SIGKILLs its own process on call number $VIPO_TEST_KILL_AT (if set)."""
+    """Mean red-minus-rest reward that SIGKILLs its own process on call number $VIPO_TEST_KILL_AT (if set), sleeps
+    $VIPO_TEST_SLEEP seconds per call (if set), from call number $VIPO_TEST_HANG_AT on waits forever (if set) and
+    waits for the file $VIPO_TEST_GATE to exist (if set)."""
 
     def __init__(self):
         super().__init__()
@@ -87,10 +89,18 @@ class KillSwitch(Reward):
     def score(self, images, prompts):
         import os
         import signal
+        import time
 
         self.calls += 1
         if os.environ.get("VIPO_TEST_KILL_AT") == str(self.calls):
             os.kill(os.getpid(), signal.SIGKILL)
+        if os.environ.get("VIPO_TEST_SLEEP"):
+            time.sleep(float(os.environ["VIPO_TEST_SLEEP"]))
+        while os.environ.get("VIPO_TEST_GATE") and not os.path.exists(os.environ["VIPO_TEST_GATE"]):
+            time.sleep(0.05)
+        if os.environ.get("VIPO_TEST_HANG_AT") and self.calls >= int(os.environ["VIPO_TEST_HANG_AT"]):
+            while True:
+                time.sleep(1)
         return images[:, 0].mean(dim=(1, 2)) - images[:, 1:].mean(dim=(1, 2, 3))  # [B]
 
 

@@ -57,15 +57,26 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         print(OmegaConf.to_yaml(raw))
         return 0
-    from vipo.train import run
+    import signal
+
+    from vipo.lease import EXIT_EXISTS, EXIT_HELD, LeaseHeld, LeaseLost
+    from vipo.train import RunExists, run
     from vipo.update import NonFiniteError
 
+    # SIGTERM (a sweep parent that died, a scheduler's cancel) unwinds like Ctrl-C: the lease is released
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     try:
         run(cfg, raw)
     except stop.StopRequested as e:
         print(f"[vipo] {e}", flush=True)
         return stop.STOPPED
-    except (NonFiniteError, FileExistsError, FileNotFoundError, ValueError) as e:
+    except LeaseHeld as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_HELD
+    except RunExists as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_EXISTS
+    except (NonFiniteError, FileExistsError, FileNotFoundError, ValueError, LeaseLost) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     return 0

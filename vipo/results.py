@@ -1,7 +1,9 @@
 """Run records -> one table. ``collect(root)`` reads every ``summary.json`` below ``root`` (with the run's
 ``config.yaml``) into a pandas DataFrame, one row per run: summary fields as they are, config fields
 flattened as ``cfg.<section>.<key>``, the run's environment (``env.json``: package versions, git commit) as
-``env.<field>``. The table is cached as ``<root>/index.parquet`` and rebuilt when a summary is newer than the
+``env.<field>``, and the latest value of each metric that ``python -m vipo.eval`` appended to the run's
+``eval/summary.jsonl`` (as ``eval/<metric>``; the run's own summary wins on a shared name). The table is cached
+as ``<root>/index.parquet`` and rebuilt when a summary, environment or evaluation record is newer than the
 cache. ``python -m vipo.results [root]`` prints it; statistics over runs (means, intervals, paired differences)
 are built by ``analysis.tables`` (``python -m analysis.tables root --by COLUMN``).
 """
@@ -31,10 +33,40 @@ def flatten(d: dict, prefix: str = "") -> dict:
     return out
 
 
+EVAL_RECORDS = "eval/summary.jsonl"  # rows appended by python -m vipo.eval (post-hoc metrics, VBench)
+
+
+def eval_records(run_dir: Path) -> dict:
+    """``{"eval/<metric>": value}``: the latest numeric value of each metric in ``<run>/eval/summary.jsonl``
+    (``python -m vipo.eval`` after training: VBench dimensions and totals, HPS, ...). A line that is not a
+    record is skipped with a warning naming the file."""
+    import math
+    import warnings
+
+    path = run_dir / EVAL_RECORDS
+    out: dict = {}
+    if not path.is_file():
+        return out
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+            name, value = rec["metric"], rec["value"]
+        except (json.JSONDecodeError, KeyError, TypeError):
+            warnings.warn(f"{path}:{n} is not an evaluation record; skipped", stacklevel=2)
+            continue
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+            out[f"eval/{name}"] = float(value)
+    return out
+
+
 def read_run(run_dir: Path) -> dict:
     import yaml
 
     row = flatten(json.loads((run_dir / "summary.json").read_text()))
+    for key, value in eval_records(run_dir).items():  # the training run's own summary wins on a shared name
+        row.setdefault(key, value)
     cfg_path = run_dir / "config.yaml"
     if cfg_path.exists():
         row.update(flatten(yaml.safe_load(cfg_path.read_text()) or {}, "cfg."))
@@ -51,7 +83,8 @@ def collect(root: str | Path = "results", cache: bool = True) -> pd.DataFrame:
     cache_path = root / CACHE
     if cache and cache_path.exists() and summaries:
         envs = [p.parent / "env.json" for p in summaries]  # a resume appends to env.json after the summary
-        newest = max(p.stat().st_mtime for p in summaries + [e for e in envs if e.exists()])
+        records = [p.parent / EVAL_RECORDS for p in summaries]  # python -m vipo.eval appends after the run
+        newest = max(p.stat().st_mtime for p in summaries + [e for e in envs + records if e.exists()])
         if cache_path.stat().st_mtime >= newest:
             cached = pd.read_parquet(cache_path)
             if len(cached) == len(summaries):

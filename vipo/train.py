@@ -19,7 +19,7 @@ from typing import Callable, Optional
 
 import torch
 
-from vipo import dist, environment, stop
+from vipo import dist, environment, lease, stop
 from vipo.advantage import redistribute, zero_std_fraction
 from vipo.config import Config
 from vipo.ema import EMA
@@ -82,13 +82,22 @@ def load_trainable(named: dict, weights: dict, path: Path) -> None:
             p.copy_(weights[k])
 
 
-def new_run_dir(cfg: Config) -> Path:
+class RunExists(FileExistsError):
+    """A new run was asked for in a folder that already holds one (train.py exits with ``EXIT_EXISTS``)."""
+
+
+def new_run_dir(cfg: Config, check: bool = True) -> Path:
     run_id = cfg.run_id or f"{cfg.experiment}-{datetime.now():%Y%m%d-%H%M%S}-s{cfg.train.seed}"
     run_dir = Path(cfg.results_root) / run_id
-    if (run_dir / CHECKPOINT).exists() or (run_dir / "summary.json").exists():
-        raise FileExistsError(f"run folder {run_dir} already holds a run; continue it with resume={run_dir} "
-                              "or choose another run_id")
+    if check:
+        check_new(run_dir)
     return run_dir
+
+
+def check_new(run_dir: Path) -> None:
+    if (run_dir / CHECKPOINT).exists() or (run_dir / "summary.json").exists():
+        raise RunExists(f"run folder {run_dir} already holds a run; continue it with resume={run_dir} "
+                        "or choose another run_id")
 
 
 def decode(generator, latents: torch.Tensor, micro_batch: int) -> torch.Tensor:
@@ -125,13 +134,43 @@ class Trainer:
         self.named = {n: p for n, p in self.generator.named_parameters() if p.requires_grad}
         if not self.named:
             raise ValueError(f"generator {cfg.generator.name!r} has no trainable parameters")
-        t = cfg.train
-        self.start, state = 0, None
+        self.start = 0
+        self.lease: Optional[lease.Lease] = None
         if cfg.resume:
             self.run_dir = Path(cfg.resume)
-            state = self._read_checkpoint()  # loads the trained weights before any sharding
+            if not (self.run_dir / CHECKPOINT).exists():
+                raise FileNotFoundError(f"cannot resume: no checkpoint at {self.run_dir / CHECKPOINT}")
+            if dist.is_main():
+                self.lease = lease.acquire(self.run_dir)  # one writer per run folder (raises LeaseHeld)
         else:
-            self.run_dir = dist.broadcast_object(new_run_dir(cfg) if dist.is_main() else None)
+            self.run_dir = dist.broadcast_object(self._claim_new(cfg) if dist.is_main() else None)
+        try:
+            self._setup(cfg, raw)
+        except BaseException:
+            self.close()
+            raise
+
+    def _claim_new(self, cfg: Config) -> Path:
+        """The new run's folder, held by this process's lease; checked for an earlier run once held."""
+        run_dir = new_run_dir(cfg, check=False)
+        self.lease = lease.acquire(run_dir)
+        try:
+            check_new(run_dir)  # checked under the lease: a live writer is reported before an earlier run
+            return run_dir
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        """Release the run folder's lease (``run`` does this when it ends, however it ends)."""
+        if self.lease is not None:
+            self.lease.release()
+            self.lease = None
+
+    def _setup(self, cfg: Config, raw: dict) -> None:
+        t, state = cfg.train, None
+        if cfg.resume:
+            state = self._read_checkpoint()  # loads the trained weights before any sharding
         self.fsdp = dist.world_size() > 1 and (t.fsdp or os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true")
         if self.fsdp:
             dist.shard(self.generator)
@@ -300,6 +339,12 @@ class Trainer:
 
     # -- the loop ----------------------------------------------------------------------------------
     def run(self) -> dict:
+        try:
+            return self._run()
+        finally:
+            self.close()
+
+    def _run(self) -> dict:
         cfg, t = self.cfg, self.cfg.train
         t0 = time.perf_counter()
         if self.start >= t.iterations and (self.run_dir / "summary.json").exists():
@@ -326,6 +371,8 @@ class Trainer:
                     shown = maps[:n] if maps.ndim < images.ndim else maps[:n].mean(1)  # per-step maps: their mean
                     save_map_grid(images[:n], shown, self.run_dir / f"images/maps_it{it:05d}.png", nrow=8, scale=2)
             if dist.is_main():
+                if self.lease is not None:
+                    self.lease.check()  # taken over while this process stalled: stop writing
                 append_jsonl(self.metrics_path, record)
                 self.logger.log(record, step=it)
                 if it % t.log_every == 0 or final:

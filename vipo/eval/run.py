@@ -28,6 +28,8 @@ DEFAULT_NUM_STEPS = 20  # ODE steps for a base model (a run uses its eval.num_st
 @dataclass
 class EvalArgs:
     run: Optional[str] = None  # run folder (config.yaml + checkpoints/last.pt) to evaluate
+    checkpoint: Optional[str] = None  # the same as run= (a run folder)
+    experiment: Optional[str] = None  # experiment name: its generator when no run is given; its VBench preset
     generator: Optional[dict] = None  # base model instead of a run: generator=<name> generator.<kwarg>=...
     reward: Optional[dict] = None  # reward behind metric "reward" (default: the run's training reward)
     prompts: Optional[str] = None  # prompt set name or text file (default: the run's train.prompts)
@@ -35,7 +37,7 @@ class EvalArgs:
     metric_kwargs: dict = field(default_factory=dict)  # metric -> constructor kwargs (metric_kwargs.hps.path_or_id=..)
     samples_per_prompt: int = 1  # samples generated per prompt
     num_steps: Optional[int] = None  # Euler ODE steps (default: the run's eval.num_steps, else 20)
-    seed: int = 0  # prompt i's samples come from a generator seeded with seed + i
+    seed: Optional[int] = None  # prompt i's samples come from a generator seeded with seed + i (default 0)
     batch_size: int = 8  # samples generated and scored together
     use_ema: bool = True  # evaluate the EMA weights when the run kept them
     device: str = "auto"  # auto | cpu | cuda | cuda:N
@@ -43,6 +45,7 @@ class EvalArgs:
     grid_samples: int = 16  # images in samples.png (0 = none)
     out: Optional[str] = None  # output folder (default <run>/eval/<prompt set>, or results/eval/<generator>/<set>)
     vbench_results: Optional[list] = None  # VBench result files/folders: totals only, no generation
+    vbench: Optional[dict] = None  # metrics=[vbench] options: vbench.dimensions=[...] vbench.prompts=... (vipo.eval.vbench_eval)
 
 
 COMPONENT_KEYS = ("generator", "reward")  # options given as name=<x> plus <name>.<kwarg>=<y>
@@ -66,6 +69,14 @@ def _fields() -> list[str]:
 def build_args(raw: dict) -> EvalArgs:
     raw = {k: [v] if k in ("metrics", "vbench_results") and isinstance(v, str) else v for k, v in raw.items()}
     args = section(EvalArgs, raw, what="eval option")
+    if args.checkpoint is not None:
+        if args.run is not None and args.run != args.checkpoint:
+            raise ConfigError("give one of run=<run folder> or checkpoint=<run folder>, not both")
+        args.run = args.checkpoint
+    if args.experiment is not None and args.run is None and args.generator is None:
+        args.generator = experiment_generator(args.experiment)
+    if args.vbench is not None and "vbench" not in args.metrics:
+        raise ConfigError("vbench.<option> given but metrics does not list vbench (metrics=[vbench])")
     for key in ("samples_per_prompt", "batch_size"):
         if getattr(args, key) < 1:
             raise ConfigError(f"eval option {key} must be >= 1, got {getattr(args, key)}")
@@ -80,6 +91,17 @@ def build_args(raw: dict) -> EvalArgs:
     if unknown:
         raise ConfigError(f"metric_kwargs for metrics that are not evaluated: {unknown} (metrics={args.metrics})")
     return args
+
+
+def experiment_generator(name: str) -> dict:
+    """The generator (``{"name", **kwargs}``) that ``experiments/experiment/<name>.yaml`` trains."""
+    from vipo.config import CONFIG_DIR, load
+
+    if not (Path(CONFIG_DIR) / "experiment" / f"{name}.yaml").is_file():
+        known = sorted(p.stem for p in (Path(CONFIG_DIR) / "experiment").glob("*.yaml"))
+        raise ConfigError(f"unknown experiment {name!r}; experiments: {', '.join(known)}")
+    cfg, _ = load([f"experiment={name}"])
+    return {"name": cfg.generator.name, **cfg.generator.kwargs}
 
 
 # ------------------------------------------------------------------------------------------ loading
@@ -242,7 +264,7 @@ def evaluate(args: EvalArgs) -> dict:
     set_name = prompt_set_name(spec)
     num_steps = args.num_steps or (cfg.eval.num_steps if cfg is not None else DEFAULT_NUM_STEPS)
     out = default_out(args, set_name)
-    plan = sample_plan(len(prompts), args.samples_per_prompt, args.seed)
+    plan = sample_plan(len(prompts), args.samples_per_prompt, args.seed or 0)
     source = str(args.run) if args.run is not None else f"generator:{args.generator['name']}"
     print(f"[vipo.eval] {source}: {len(prompts)} prompts ({set_name}) x {args.samples_per_prompt} samples, "
           f"{num_steps} steps, metrics {list(metrics)} -> {out}", flush=True)
@@ -262,7 +284,7 @@ def evaluate(args: EvalArgs) -> dict:
     results.update({k: {"value": v, "std": None, "n": len(plan)} for k, v in set_level.items()})
     meta = {"source": source, "prompt_set": set_name, "prompts_spec": spec, "iteration": iteration,
             "num_prompts": len(prompts), "samples_per_prompt": args.samples_per_prompt, "num_steps": num_steps,
-            "seed": args.seed, "use_ema": args.use_ema if args.run is not None else None, "timestamp": stamp,
+            "seed": args.seed or 0, "use_ema": args.use_ema if args.run is not None else None, "timestamp": stamp,
             "out": str(out), "metrics": list(metrics)}
     summary = {**meta, "results": results}
     atomic_write_json(out / "summary.json", summary)

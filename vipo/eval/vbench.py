@@ -85,8 +85,39 @@ def vbench_totals(scores: Mapping[str, float], missing: str = "error") -> Dict[s
     return {"quality": quality, "semantic": semantic, "total": total}
 
 
+def vbench_totals_covering(scores: Mapping[str, float], zero_fill: bool = False) -> Dict[str, dict]:
+    """Quality / Semantic / Total, each saying which dimensions it covers.
+
+    Returns ``{"quality" | "semantic" | "total": {"value", "complete", "covers", "missing", "zero_filled"}}``.
+    With every dimension of a score present, ``value`` is the published number (``vbench_totals``). Otherwise,
+    by default, ``value`` is the weighted mean of the normalised scores of the dimensions present
+    (``sum(w_d n_d) / sum(w_d)`` over ``covers``; Total mixes the two partial means 4:1 and needs both) and
+    ``complete`` is False: a number that is not VBench's. ``zero_fill=True`` is the published script's rule
+    instead: absent dimensions score 0 (listed in ``zero_filled``), the published formula is applied.
+    """
+    given = {canonical_dimension(k): float(v) for k, v in scores.items()}
+    present = [d for d in NORMALIZATION if d in given]
+    absent = [d for d in NORMALIZATION if d not in given]
+    norm = normalized_dimension_scores(given, missing="zero")
+    groups = {"quality": QUALITY_DIMENSIONS, "semantic": SEMANTIC_DIMENSIONS}
+    out: Dict[str, dict] = {}
+    for name, dims in groups.items():
+        covers = [d for d in dims if d in given]
+        missing_here = [d for d in dims if d not in given]
+        use = list(dims) if zero_fill else covers  # zero-fill: every dimension, absent ones normalised from 0
+        value = (sum(norm[d] for d in use) / sum(DIMENSION_WEIGHTS[d] for d in use)) if use else None
+        out[name] = {"value": value, "complete": not missing_here, "covers": covers, "missing": missing_here,
+                     "zero_filled": missing_here if zero_fill else []}
+    q, s = out["quality"]["value"], out["semantic"]["value"]
+    total = None if q is None or s is None else (QUALITY_WEIGHT * q + SEMANTIC_WEIGHT * s) / (QUALITY_WEIGHT
+                                                                                             + SEMANTIC_WEIGHT)
+    out["total"] = {"value": total, "complete": not absent, "covers": present, "missing": absent,
+                    "zero_filled": absent if zero_fill else []}
+    return out
+
+
 def read_vbench_results(paths) -> Dict[str, dict]:
-    """Per-dimension results written by the optional ``vbench`` package (``pip install vipo[vbench]``).
+    """Per-dimension results written by the ``vbench`` package (its own environment: ``make vbench-env``).
 
     ``paths``: a ``*_eval_results.json`` file, a folder of them, or a list of either. Each file maps a
     dimension to ``[score, per_video_list]`` (VBench's format; a bare number is accepted too).

@@ -135,6 +135,7 @@ class RunState:
     launcher: str = ""
     note: str = ""  # the last log line of a failed run
     live: str | None = None  # what the launcher says of the job now: pending, running, unknown or None (gone)
+    leased: bool = False  # running because a live process holds the run folder's lease (vipo.lease)
 
 
 def run_state(job: Job, rec: dict | None, live: str | None) -> RunState:
@@ -145,15 +146,30 @@ def run_state(job: Job, rec: dict | None, live: str | None) -> RunState:
     if job.done():
         return RunState(job.run_dir, "done", **common)
     if not rec:
+        held = _lease_holder(job.run_dir)
+        if held:
+            return RunState(job.run_dir, "running", note=held, leased=True, live=live)
         return RunState(job.run_dir, "not started", live=live)
     if live in LIVE:
         return RunState(job.run_dir, live, **common)
+    held = _lease_holder(job.run_dir)
+    if held:  # trained right now by a process that did not go through this launcher's queue
+        return RunState(job.run_dir, "running", note=held, leased=True, **common)
     if job.done_file is None:  # a worker (e.g. of an Optuna search): its work is judged elsewhere
         return RunState(job.run_dir, "ended", note=last_log_line(job.run_dir), **common)
     if live == "unknown":
         return RunState(job.run_dir, "unknown", note=rec.get("unknown", "its launcher cannot tell from here"),
                         **common)
     return RunState(job.run_dir, "failed", note=last_log_line(job.run_dir) or "(no train.log)", **common)
+
+
+def _lease_holder(run_dir: Path) -> str:
+    """``pid .. on host ..`` of the live process holding the run folder's lease, or ''."""
+    from vipo import lease
+
+    if not lease.is_live(run_dir):
+        return ""
+    return "leased by " + lease.describe(lease.holder(run_dir) or {})
 
 
 def states(jobs: Sequence[Job]) -> list[RunState]:
@@ -169,17 +185,21 @@ def states(jobs: Sequence[Job]) -> list[RunState]:
     return [run_state(j, r, s) for j, r, s in zip(jobs, recs, live)]
 
 
-def to_submit(jobs: Sequence[Job]) -> tuple[list[Job], list[RunState]]:
-    """The jobs that are neither done nor pending/running anywhere (never a duplicate), and every job's state."""
+def to_submit(jobs: Sequence[Job], all_unfinished: bool = False) -> tuple[list[Job], list[RunState]]:
+    """The jobs that are neither done nor pending/running anywhere (never a duplicate), and every job's state.
+    ``all_unfinished`` keeps every unfinished job: the local pool itself waits for runs leased by a live process
+    and shares the rest with any other pool through the leases."""
     st = states(jobs)
-    return [j for j, s in zip(jobs, st) if s.state not in ("done", *LIVE, "unknown")], st
+    keep = [s.state != "done" if all_unfinished else s.state not in ("done", *LIVE, "unknown") for s in st]
+    return [j for j, k in zip(jobs, keep) if k], st
 
 
 def dispatch(jobs: Sequence[Job], launcher, label: str, root: Path) -> list[Job]:
     """Hand every job that still needs running to ``launcher``; returns what ``launcher.submit`` returns."""
-    todo, st = to_submit(jobs)
+    waits = getattr(launcher, "waits_for_leased", False)
+    todo, st = to_submit(jobs, waits)
     done = sum(s.state == "done" for s in st)
-    busy = [s for s in st if s.state in (*LIVE, "unknown")]
+    busy = [] if waits else [s for s in st if s.state in (*LIVE, "unknown")]
     print(f"[sweep] {label}: {len(jobs)} runs, {done} done, {len(todo)} to run"
           + (f", {len(busy)} pending/running elsewhere (not started again)" if busy else "")
           + f" ({launcher.describe()}) -> {root}", flush=True)
@@ -202,6 +222,8 @@ def format_status(st: Sequence[RunState], root: Path, label: str) -> str:
         line = f"  {s.state:<11} {_rel(s.run_dir, root):<{width}}  {job:<22} {when}".rstrip()
         if s.state in ("failed", "unknown") and s.note:
             line += f"\n  {'':<11} last log line: {s.note}"
+        elif s.leased:
+            line += f"  ({s.note})"
         lines.append(line)
     return "\n".join(lines)
 

@@ -198,7 +198,11 @@ class RunJob:
             self._proc = subprocess.Popen(self.job.command(), cwd=ROOT, env=env, stdout=log,
                                           stderr=subprocess.STDOUT, start_new_session=True)
             rc = self._proc.wait()
-        if rc == STOPPED or (rc == 0 and (self.job.done() or self.job.done_file is None)):
+        from vipo.lease import EXIT_EXISTS, EXIT_HELD
+
+        if rc == STOPPED or (rc in (0, EXIT_EXISTS) and (self.job.done() or self.job.done_file is None)):
+            return rc
+        if rc == EXIT_HELD:  # another live process trains this run folder: never a second writer
             return rc
         raise RuntimeError(f"{run_dir}: exit {rc}; last log line: {last_log_line(run_dir, log_name)}")
 

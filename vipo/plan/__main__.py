@@ -1,0 +1,5 @@
+import sys
+
+from vipo.plan.cli import main
+
+sys.exit(main())
