@@ -8,18 +8,39 @@ export TOKENIZERS_PARALLELISM = false
 export OMP_WAIT_POLICY ?= PASSIVE   # idle OpenMP threads sleep instead of spinning on a busy 2-core machine
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: setup demo test test-slow test-all test-slurm tables bench bench-gpu check-scorers scorer-fixtures ref-env clean
+.PHONY: setup demo test test-slow test-all test-slurm tables bench bench-gpu check-scorers scorer-fixtures ref-env ref-lock clean lock
 .PHONY: vbench-env check-vbench vbench-fixture
 
-$(STAMP): pyproject.toml
+# .venv is built from the lock (requirements/lock.txt: every package pinned, made by `make lock` from pyproject.toml's
+# ranges, dev extra included), then the project itself without dependencies. The lock names torch==2.13.0: pip takes
+# the CPU wheel where one lies in its find-links (this machine's /opt/wheels), PyPI's build elsewhere.
+# docs/environments.md says when and how to refresh it.
+LOCK := requirements/lock.txt
+$(STAMP): pyproject.toml $(LOCK)
 	test -d $(VENV) || $(PY) -m venv $(VENV)
 	$(PYTHON) -m pip install -q --upgrade pip
-	# torch first and pinned: the CPU wheel here; an unpinned torch would pull GBs of CUDA packages
-	$(PYTHON) -c "import torch" 2>/dev/null || $(PYTHON) -m pip install -q torch==2.13.0
-	$(PYTHON) -m pip install -q -e ".[dev]"
+	$(PYTHON) -m pip install -q -r $(LOCK)
+	$(PYTHON) -m pip install -q --no-deps -e .
 	touch $(STAMP)
 
 setup: $(STAMP)
+
+# `make lock`: re-resolve the lock after a dependency was added or changed in pyproject.toml (pins already in the lock
+# are kept where they still fit; `make lock UPGRADE=1` takes the newest releases the ranges allow), rebuild .venv
+# from it and run the tests. The resolver is uv (pinned below, installed into .venv); torch is resolved against the
+# CPU wheel (requirements/constraints.txt, from TORCH_WHEELS: a folder or a page of wheels) and written without its
+# local "+cpu" label, so that the same lock installs PyPI's torch on a GPU machine.
+UV_VERSION  ?= 0.13.9
+TORCH_WHEELS ?= $(if $(wildcard /opt/wheels/torch-*),/opt/wheels,https://download.pytorch.org/whl/cpu/torch/)
+lock:
+	test -d $(VENV) || $(PY) -m venv $(VENV)
+	$(PYTHON) -m pip install -q "uv==$(UV_VERSION)"
+	$(VENV)/bin/uv pip compile -q pyproject.toml --extra dev $(if $(UPGRADE),--upgrade) --python-version 3.11 \
+	  --python-platform x86_64-manylinux_2_28 --find-links $(TORCH_WHEELS) -c requirements/constraints.txt \
+	  --custom-compile-command "make lock" -o $(LOCK)
+	sed -i 's/^torch==\([0-9.]*\)+cpu$$/torch==\1/' $(LOCK)
+	$(MAKE) setup
+	$(MAKE) test
 
 demo: setup  ## GRPO and ViPO side by side on the toy world (redness reward), ~3 minutes on 2 cores
 	$(PYTHON) demo.py
@@ -65,11 +86,18 @@ bench-gpu: setup
 # .venv-ref (torch 2.14.1 + torchvision 0.29.1, a CUDA build that runs on the CPU; ~7 GB; see checks/ref_env.sh).
 REF := .venv-ref
 
-$(REF)/.installed: checks/ref_env.sh | $(STAMP)
+$(REF)/.installed: checks/ref_env.sh checks/ref-lock.txt checks/ref-tf4-lock.txt | $(STAMP)
 	bash checks/ref_env.sh $(PY)
 	touch $@
 
 ref-env: $(REF)/.installed
+
+# re-resolve the reference environments from the registry's current releases (into a new .venv-ref) and rewrite
+# checks/ref-lock.txt and checks/ref-tf4-lock.txt; then `make check-scorers`, and commit the locks if it passes
+ref-lock: | $(STAMP)
+	rm -rf $(REF)
+	REF_UNLOCKED=1 bash checks/ref_env.sh $(PY)
+	touch $(REF)/.installed
 
 check-scorers: ref-env  ## full-size HPSv2.1 / PickScore / ImageReward vs the reference packages, ~10 min, 9 GB
 	$(REF)/bin/python checks/check_scorers.py --only hps

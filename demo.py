@@ -87,20 +87,25 @@ def sample_figure(runs: dict[str, Path], path: Path, per_row: int = 16, seed: in
     prompts = [PROMPTS[i % len(PROMPTS)] for i in range(per_row)]
     rows, labels = [], []
     for i, (name, run) in enumerate(runs.items()):
-        gen, _ = load_run_generator(run, device="cpu")
+        gen, cfg = load_run_generator(run, device="cpu")
         noise = torch.randn(per_row, *gen.latent_shape(), generator=torch.Generator().manual_seed(seed))  # [N, 3, R, R]
         if i == 0:
             before = type(gen)(resolution=gen.resolution).eval()  # the shipped (pretrained) weights
             rows.append(before.decode(sample_ode(before, prompts, 20, None, noise=noise)))
-            labels.append("pretrained")
+            labels.append("pretrained\n(before it 0)")
         rows.append(gen.decode(sample_ode(gen, prompts, 20, None, noise=noise)))  # [N, 3, R, R]
-        labels.append(name)
-    fig, axes = plt.subplots(len(rows), 1, figsize=(per_row * 0.55, len(rows) * 0.75))
-    for ax, images, label in zip(axes, rows, labels):
-        ax.imshow(make_grid(to_uint8(images), nrow=per_row).permute(1, 2, 0).numpy(), interpolation="nearest")
-        ax.set_xticks([]), ax.set_yticks([])
-        ax.set_ylabel(label, rotation=0, ha="right", va="center")
-    axes[0].set_title("  ".join(p.split()[-1][:3] for p in prompts[:per_row]), fontsize=7)
+        labels.append(f"{name}\nafter it {cfg.train.iterations - 1}")  # the iteration numbers of metrics.jsonl
+    fig, axes = plt.subplots(len(rows), 1, figsize=(per_row * 0.55, len(rows) * 0.75 + 0.6))
+    for r, (ax, images, label) in enumerate(zip(axes, rows, labels)):
+        grid = make_grid(to_uint8(images), nrow=per_row)  # [3, H', W'], one column per prompt
+        ax.imshow(grid.permute(1, 2, 0).numpy(), interpolation="nearest")
+        ax.set_yticks([])
+        ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8)
+        step = (grid.shape[-1] - 1) / per_row  # pixels per column (image + 1 pixel of padding)
+        ax.set_xticks([0.5 + step * (j + 0.5) for j in range(per_row)])
+        ax.set_xticklabels([p.removeprefix("a ") for p in prompts] if r == 0 else [], fontsize=6, rotation=45,
+                           ha="left")  # one label per column, above the first row
+        ax.xaxis.set_ticks_position("top") if r == 0 else ax.tick_params(bottom=False)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

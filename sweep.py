@@ -5,26 +5,32 @@
     python sweep.py search=toy [trials=N] [other overrides]     # Optuna; run it in several shells for more workers
     python sweep.py ablation=psm_k table                        # only print the table of finished cells
     python sweep.py study=toy [workers=2] [seeds=N] [parts=a,b]  # several ablations x rewards x seeds, resumable
-    python sweep.py study=toy status                            # per run: done / running / pending / failed
     python sweep.py study=toy_confirm freeze                    # write the plan of its confirmatory claims
+    python sweep.py search=toy trials                           # the trial table (state, value, parameters)
     python sweep.py ablation=psm_k plan [experiment=flux_hps] [gpus=8 gpu=h100 mfu=0.4]  # cost before launch
     python sweep.py study=toy plan                               # (vipo.plan; docs/costs.md)
 
 Any of them on a SLURM cluster (docs/cluster.md): add launcher=slurm [launcher.partition=gpu ...] [wait=true];
 results_root=/shared/results puts the results there instead of results/; search=<name> launcher=slurm workers=N
-storage=postgresql://... starts N array tasks on one Optuna database.
-
-The runs are ``vipo.sweep`` / ``vipo.study`` / ``vipo.hpo`` through a launcher (``vipo.launchers``); the tables
-printed at the end are the analysis layer's (``analysis.report``), built from the summaries.
+storage=postgresql://... starts N array tasks on one Optuna database; `status` after study=/ablation=/search=
+prints done / running / pending / failed per run.
+Any override applies to every run, e.g. logger=wandb (W&B, offline unless logger.mode=online; docs/tracking.md).
+The runs are ``vipo.sweep`` / ``vipo.study`` / ``vipo.hpo``; the tables printed at the end are the analysis
+layer's (``analysis.report``), built from the summaries.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Sequence
 
-from vipo.config import ConfigError
+# before torch loads: idle OpenMP threads sleep instead of spinning (several runs share the cores)
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from vipo.config import ConfigError  # noqa: E402
 
 FLAGS = ("table", "status", "freeze")
 
@@ -37,12 +43,27 @@ def _take(argv: list[str], key: str, default=None):
     return default
 
 
+def _int(key: str, value: str, low: int = 1) -> int:
+    """A whole-number command-line value, at least ``low``; else a one-line ``ConfigError``."""
+    try:
+        n = int(value)
+    except ValueError:
+        raise ConfigError(f"config error: {key}={value}: not a whole number") from None
+    if n < low:
+        raise ConfigError(f"config error: {key}={value}: must be at least {low}")
+    return n
+
+
 def _seeds(value: str | None, spec_seeds) -> list[int]:
+    """``seeds=N`` (the first N seeds, N >= 1) or ``seeds=[0,3,7]`` (those seeds, each >= 0)."""
     if value is None:
         return list(spec_seeds or [0])
     if value.startswith("["):
-        return [int(v) for v in value.strip("[]").split(",") if v.strip()]
-    return list(range(int(value)))
+        seeds = [_int("seeds", v.strip(), 0) for v in value.strip("[]").split(",") if v.strip()]
+        if not seeds:
+            raise ConfigError(f"config error: seeds={value}: the list is empty")
+        return seeds
+    return list(range(_int("seeds", value)))
 
 
 def _launcher(argv: list[str], workers: int | None):
@@ -67,8 +88,10 @@ def _launcher(argv: list[str], workers: int | None):
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or "-h" in argv or "--help" in argv:
-        print(__doc__)
-        return 0
+        from vipo.catalog import sweep_help
+
+        print(__doc__.rstrip() + "\n\n" + sweep_help())
+        return 0 if argv else 2
     if "plan" in argv:  # cost of every run before launch (vipo.plan)
         from vipo.plan.cli import plan_sweep
 
@@ -85,7 +108,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             freeze_study(study)
             return 0
         workers = _take(argv, "workers")
-        workers = int(workers) if workers is not None else None
+        workers = _int("workers", workers) if workers is not None else None
         if study:
             return _study(study, argv, flags, workers, results)
         if search:
@@ -110,11 +133,19 @@ def _ablation(ablation: str, argv: list[str], flags: set, workers: int | None, r
     root = default_root(ablation, argv, results)
     if "status" in flags:
         return _status(sweep_jobs(ablation, seeds, argv, root), root, f"ablation {ablation}")
+    failed = []
     if "table" not in flags:
-        run_sweep(ablation, seeds, argv, root=root, launcher=launcher)
+        failed = [c for c in run_sweep(ablation, seeds, argv, root=root, launcher=launcher) if c.status == "failed"]
     cells = sweep_table(ablation, root=root, extra=argv)
     title = f"{spec.get('table', ablation)}: mean ± 95% t interval over seeds"
     print("\n" + (markdown(cells_view(cells, title)) if cells is not None else f"{title}\n(no finished runs)"))
+    if "table" in flags:
+        from vipo.results import print_failed
+
+        print_failed(root, prefix="[sweep] ")
+    if failed:  # a sweep with a failed run is not a success
+        print(f"[sweep] {len(failed)} run(s) failed: {', '.join(c.run_dir.name for c in failed)}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -128,23 +159,32 @@ def _study(name: str, argv: list[str], flags: set, workers: int | None, results:
     launcher = _launcher(argv, workers)
     root = study_root(spec, results=results)
     only = parts.split(",") if parts else None
+    cap = _int("seeds", cap) if cap else None
     if "status" in flags:
-        jobs, _ = study_jobs(name, argv, root, seeds_cap=int(cap) if cap else None, only_parts=only)
+        jobs, _ = study_jobs(name, argv, root, seeds_cap=cap, only_parts=only)
         return _status(jobs, root, f"study {spec['name']}")
+    failed = []
     if "table" not in flags:
-        run_study(name, argv, root=root, seeds_cap=int(cap) if cap else None, only_parts=only, launcher=launcher)
+        runs = run_study(name, argv, root=root, seeds_cap=cap, only_parts=only, launcher=launcher)
+        failed = [r.cell for r in runs if r.cell.status == "failed"]
     print(study_tables(name, root))
+    if failed:
+        print(f"[study] {len(failed)} run(s) failed: {', '.join(c.run_dir.name for c in failed)}", file=sys.stderr)
+        return 1
     return 0
 
 
 def _search(name: str, argv: list[str], flags: set, workers: int | None, results: Path | None) -> int:
-    from vipo.hpo import ROOT, run_search, submit_search
+    from vipo.hpo import ROOT, print_trials, run_search, submit_search
 
+    if "trials" in argv:  # `search=<name> trials`: the trial table, nothing runs
+        print_trials(name)
+        return 0
     trials = _take(argv, "trials")
     storage = _take(argv, "storage")  # a SQLAlchemy URL replacing the spec's (PostgreSQL for workers on a cluster)
     root = (results or ROOT / "results") / "optuna"
     launcher = _launcher(argv, workers)
-    n = int(trials) if trials else None
+    n = _int("trials", trials) if trials else None
     if "status" in flags:
         from vipo.hpo import build_study, finished, load_spec
 

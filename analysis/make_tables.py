@@ -10,6 +10,7 @@ root grouped by a column of ``vipo.results.collect`` (mean ± 95% t interval ove
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 from typing import Sequence
@@ -24,6 +25,8 @@ def _say(msg: str) -> None:
 
 
 def _write(rep: Report, out: Path, formats: Sequence[str], figures: bool, collected: list[str]) -> None:
+    if rep.tables:
+        collected.append(f"## {rep.name}\n")
     for t in rep.tables:
         for fmt in formats:
             path = out / f"{rep.name}_{t.name}.{fmt}"
@@ -95,10 +98,58 @@ def _study(sroot: Path, root: Path, names: Sequence[str], out: Path, formats, le
         except PlanError as e:
             _say(f"study {name}: claims not judged: {e}")
             return reports
-        collected.insert(0, text)
-        counts = frame[frame["reference"] != "all"]["verdict"].value_counts().to_dict() if len(frame) else {}
-        _say(f"study {name}: {len(frame)} claim rows ({counts}) -> {out / 'claims.md'}")
+        collected[0:0] = ["## Claims\n", text]
+        _say(f"study {name}: {claim_counts(frame)} -> {out / 'claims.md'}")
     return reports
+
+
+def claim_counts(frame) -> str:
+    """What claims.md lists, counted the same way: its rows, split into comparisons with one reference and rows
+    that combine a claim's references (``vs all``), each with its verdicts."""
+    if not len(frame):
+        return "0 claim rows"
+    combined = frame["reference"] == "all"
+
+    def verdicts(rows) -> str:
+        return ", ".join(f"{v} {n}" for v, n in rows["verdict"].value_counts().sort_index().items())
+
+    text = f"{len(frame)} claim rows: {int((~combined).sum())} comparisons ({verdicts(frame[~combined])})"
+    if combined.any():
+        text += f" + {int(combined.sum())} combined over references ({verdicts(frame[combined])})"
+    return text
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "-" for c in text).strip("-")
+
+
+class Pages:
+    """``make tables`` output as one Markdown page per study, sweep (ablation x experiment) and folder of runs,
+    each with a heading per report, and ``tables.md`` as their index."""
+
+    def __init__(self):
+        self.pages: dict[str, tuple[str, list[str]]] = {}  # file stem -> (title, blocks)
+        self.tables = 0  # tables listed on the pages (claims included)
+
+    def page(self, stem: str, title: str) -> list[str]:
+        return self.pages.setdefault(_slug(stem), (title, []))[1]
+
+    def write(self, out: Path, root: Path) -> Path | None:
+        if not self.pages:
+            return None
+        index = [f"# Tables of the runs under `{Path(root).resolve().name}/`", "",
+                 "Built by `python -m analysis.tables <results folder>` (`make tables`) from the run files; one page "
+                 "per study, sweep and folder of runs. Every table is also in its own `.md`, `.tex` and `.csv` file.",
+                 "",
+                 "| page | tables |", "|---|---:|"]
+        for stem, (title, blocks) in self.pages.items():
+            n = sum(1 for b in blocks if b.startswith("**"))
+            self.tables += n
+            (out / f"{stem}.md").write_text(f"# {title}\n\n" + "\n".join(blocks))
+            index.append(f"| [{title}]({stem}.md) | {n} |")
+        path = out / "tables.md"
+        path.write_text("\n".join(index) + "\n")
+        return path
 
 
 def build(root: str | Path, out: str | Path, ablations: Sequence[str] | None = None,
@@ -113,19 +164,31 @@ def build(root: str | Path, out: str | Path, ablations: Sequence[str] | None = N
         _say(f"no finished runs (summary.json) under {root}; no tables to build")
         return []
     _say(f"{len(runs)} finished runs under {root} -> {out}")
+    from vipo.results import failed_runs
+
+    for run_dir, error in failed_runs(root):  # listed, never counted as finished
+        _say(f"FAILED {run_dir}: {error}")
     from vipo.config import CONFIG_DIR
     from vipo.sweep import load_ablation
 
     out.mkdir(parents=True, exist_ok=True)
     names = list(ablations or sorted(p.stem for p in (CONFIG_DIR / "ablation").glob("*.yaml")))
-    reports, collected, no_runs = [], [], []
+    reports, pages, no_runs = [], Pages(), []
     studies = sorted(p.parent for p in root.rglob("index.json"))
     in_study = runs["run_dir"].map(lambda d: any(Path(d).is_relative_to(s) for s in studies))
-    for sroot in studies:  # a study's runs serve several (ablation, cell) pairs: its index.json says which
-        reports += _study(sroot, root, names, out, formats, levels, interval_kind, figures, collected)
-    from vipo.study import read_index
+    from vipo.study import read_index, study_of_root
 
-    studied = {e["ablation"] for s in studies for e in read_index(s)}
+    studied = set()
+    for sroot in studies:  # a study's runs serve several (ablation, cell) pairs: its index.json says which
+        try:
+            studied |= {e["ablation"] for e in read_index(sroot)}  # (an unreadable index is rebuilt when possible)
+        except FileNotFoundError as e:
+            print(f"warning: {e}; that study's tables are skipped", file=sys.stderr, flush=True)
+            continue
+        where = sroot.relative_to(root) if sroot != root else Path(sroot.name)
+        study = study_of_root(sroot)
+        collected = pages.page(f"study-{where}", f"Study {study or where} (`{where}`)")
+        reports += _study(sroot, root, names, out, formats, levels, interval_kind, figures, collected)
     runs = runs[~in_study]
     for name in names:
         spec = load_ablation(name)
@@ -137,6 +200,7 @@ def build(root: str | Path, out: str | Path, ablations: Sequence[str] | None = N
         for experiment in sorted(sel["experiment"].astype(str).unique()):
             _say(f"ablation {name} on {experiment}: {len(sweep_runs(sel, name, experiment))} runs")
             reports.append(ablation_report(runs, spec, experiment, levels, interval_kind))
+            collected = pages.page(f"sweep-{name}-{experiment}", f"Ablation {name} on {experiment}")
             _write(reports[-1], out, formats, figures, collected)
     if not ablations:  # runs of no known ablation (plain train.py runs, other tags): one table per folder
         loose = runs[~runs["tags.ablation"].isin(names)] if "tags.ablation" in runs.columns else runs
@@ -146,7 +210,7 @@ def build(root: str | Path, out: str | Path, ablations: Sequence[str] | None = N
             name = str(folder.relative_to(root)) if folder != root else root.name
             _say(f"runs in {name}: {len(sel)}")
             reports.append(folder_report(sel, name, levels, interval_kind))
-            _write(reports[-1], out, formats, False, collected)
+            _write(reports[-1], out, formats, False, pages.page(f"runs-{name}", f"Runs in `{name}`"))
             if figures:
                 _figure(reports[-1], out)
     for paper in paper_tables():
@@ -157,14 +221,13 @@ def build(root: str | Path, out: str | Path, ablations: Sequence[str] | None = N
         t = paper_report(paper, runs, interval_kind=interval_kind)
         for fmt in formats:
             (out / f"{t.name}.{fmt}").write_text(RENDERERS[fmt](t))
-        collected.append(markdown(t))
+        pages.page("paper", "The paper's tables beside ours").append(markdown(t))
         _say(f"paper Table {paper['table']} beside ours -> {out / t.name}.*")
     if no_runs:
         _say(f"no runs for ablation(s): {', '.join(no_runs)} (run: python sweep.py ablation=<name>)")
-    if collected:
-        (out / "tables.md").write_text("\n".join(collected))
-    _say(f"wrote {len(collected)} tables ({', '.join(formats)}) to {out} in {time.perf_counter() - t0:.1f}s; "
-         f"all Markdown in {out / 'tables.md'}")
+    index = pages.write(out, root)
+    _say(f"wrote {pages.tables} tables ({', '.join(formats)}) on {len(pages.pages)} page(s) to {out} in "
+         f"{time.perf_counter() - t0:.1f}s; index: {index}")
     return reports
 
 
@@ -203,6 +266,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if bad:
         ap.error(f"unknown format(s) {bad}; known: {', '.join(RENDERERS)}")
     levels = [float(v) for v in args.levels.split(",")] if args.levels else None
+    if not Path(args.root).is_dir():
+        print(f"error: results root {args.root} does not exist", file=sys.stderr)
+        return 2
     build(args.root, args.out, args.ablation, formats, levels, args.interval, not args.no_figures)
     return 0
 

@@ -184,12 +184,14 @@ def study_tables(name: str | Path, root: Path) -> str:
     from vipo.study import load_study, read_index, study_frame
     from vipo.sweep import load_ablation
 
+    from vipo.results import failed_runs
+
     spec = load_study(name)
     try:
         read_index(root)
     except FileNotFoundError as e:
         return f"[study] {e}"
-    out = []
+    out = [f"[study] FAILED {d}: {error}" for d, error in failed_runs(root)]  # listed, never counted as finished
     for part in spec["parts"]:
         abl = load_ablation(part["ablation"])
         for reward in part.get("rewards") or list(spec["rewards"]):

@@ -122,7 +122,7 @@ def grid_images(runs: pd.DataFrame, levels: Sequence[float], cells: Sequence[str
                 missing.append(f"{cell}: {path} not found")
                 break
             short = " (never reaches the level)" if best < level else ""
-            row.append((f"{cell} s{run['seed']}, it {it + 1}, reward {reward:.3f}{short}", path))
+            row.append((f"{cell} s{run['seed']}, it {it}, reward {reward:.3f}{short}", path))  # it: the file's
         else:
             grid.append(row)
     return grid, missing

@@ -1,7 +1,7 @@
 """``python tests/run_tiny.py <overrides>``: train.py with the tiny test components registered.
 ``python tests/run_tiny.py search <spec.yaml> <root> [--storage URL] <overrides>`` runs an Optuna worker instead;
 ``python tests/run_tiny.py sweep <ablation> <root> <seeds> <workers> <overrides>`` runs a sweep whose cells run
-through this script (exit 1 when a run has no summary at the end)."""
+through this script (exit 1 when a run failed, as ``sweep.py`` does)."""
 
 import sys
 
@@ -21,5 +21,5 @@ if __name__ == "__main__":
         ablation, root, seeds, workers, *extra = sys.argv[2:]
         cells = run_sweep(ablation, [int(s) for s in seeds.split(",")], extra, workers=int(workers), root=Path(root),
                           runner=[sys.executable, __file__])
-        sys.exit(0 if all((c.run_dir / "summary.json").exists() for c in cells) else 1)
+        sys.exit(1 if any(c.status == "failed" for c in cells) else 0)
     sys.exit(main(sys.argv[1:]))

@@ -3,8 +3,8 @@ compose and validate on each experiment's config. (Ablations whose base pins an 
 
 import pytest
 
-from vipo.config import CONFIG_DIR, load
-from vipo.sweep import load_ablation, plan
+from vipo.config import CONFIG_DIR, ConfigError, load
+from vipo.sweep import adapt, cell_names, load_ablation, plan
 
 ABLATIONS = sorted(a for a in (p.stem for p in (CONFIG_DIR / "ablation").glob("*.yaml"))
                    if not any(o.startswith("experiment=") for o in load_ablation(a).get("base") or []))
@@ -29,9 +29,69 @@ def test_every_ablation_axis_composes_on_the_experiment(experiment):
     assert cfg.experiment == experiment and cfg.generator.name == raw["generator"]["name"] != "toy"
 
 
+# what the ablation files declare (per_reward / requires), written out: the saliency cell of main and psm_map selects
+# the reward's differentiable path, and is left out where the reward has no input gradient
+CARRIED = {"hps": {"quantize": False}, "pickscore": {"preprocess": "torch"}, "imagereward": {"preprocess": "torch"}}
+NO_GRADIENT = {"videoalign"}
+ADAPTED = {"main": "saliency", "psm_map": "saliency"}
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("ablation", ABLATIONS)
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
-def test_every_cell_of_every_ablation_validates_on_the_experiment(ablation, experiment, tmp_path):
+def test_every_cell_of_every_ablation_validates_on_the_experiment(ablation, experiment, tmp_path, capsys):
+    """Every cell validates on the experiment, except a cell that cannot run there: it is left out of the grid with
+    the reason printed (not a failure of the sweep); a cell that needs a setting the experiment lacks carries it."""
+    reward = load([f"experiment={experiment}"])[0].reward.name
     cells = plan(ablation, [0], [f"experiment={experiment}"], root=tmp_path)
-    assert cells and all(c.seed == 0 for c in cells)
+    out = capsys.readouterr().out
+    names = [c.name for c in cells]
+    expected = cell_names(load_ablation(ablation))
+    adapted = ADAPTED.get(ablation)
+    if adapted and reward in NO_GRADIENT:
+        assert names == [c for c in expected if c != adapted]
+        assert (f"[sweep] {ablation} on {experiment}: cell {adapted} left out: needs differentiable_reward: reward "
+                f"{reward!r} has no usable input gradient") in out
+    else:
+        assert names == expected and "left out" not in out
+    if adapted and reward in CARRIED:
+        raw = next(c.raw for c in cells if c.name == adapted)
+        assert {k: raw["reward"][k] for k in CARRIED[reward]} == CARRIED[reward]
+        others = [c.raw["reward"] for c in cells if c.name != adapted]
+        assert others and all(r == {"name": reward} for r in others)  # only the cell that needs it carries it
+        assert f"cell {adapted} carries" in out
+    assert all(c.seed == 0 for c in cells)
+
+
+def test_adapt_carries_per_reward_settings_and_names_an_unmet_requirement():
+    spec = load_ablation("main")
+    assert adapt(spec, "vipo", ["experiment=flux_hps"]) == ([], None)  # a cell that declares nothing
+    assert adapt(spec, "saliency", ["experiment=flux_hps"]) == (["reward.quantize=false"], None)
+    assert adapt(spec, "saliency", ["experiment=toy_redness"]) == ([], None)  # redness is differentiable as it is
+    carried, why = adapt(spec, "saliency", ["experiment=flux_hps", "reward=videoalign"])
+    assert carried == [] and why.startswith("needs differentiable_reward: reward 'videoalign' has no usable input")
+    # a carried setting that does not make the reward differentiable leaves the cell out, saying why
+    spec = {**spec, "per_reward": {"saliency": {"hps": ["reward.quantize=true"]}}}
+    carried, why = adapt(spec, "saliency", ["experiment=flux_hps"])
+    assert carried == ["reward.quantize=true"] and "set reward.quantize=false" in why
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("requires", {"saliency": ["gradient"]}, "requires.saliency in {}: unknown requirement(s) ['gradient']; known: "
+                                             "differentiable_reward"),
+    ("requires", {"nope": ["differentiable_reward"]}, "requires in {} names cell(s) ['nope'] that are not cells"),
+    ("per_reward", {"saliency": ["reward.quantize=false"]}, "per_reward.saliency in {} must map reward names to "
+                                                           "override lists"),
+])
+def test_bad_adaptations_in_an_ablation_file_are_one_line_errors(key, value, message, tmp_path, monkeypatch):
+    import yaml
+
+    import vipo.sweep as sweep
+
+    (tmp_path / "ablation").mkdir()
+    path = tmp_path / "ablation" / "x.yaml"
+    path.write_text(yaml.safe_dump({"name": "x", "cells": {"saliency": ["psm.source=saliency"]}, key: value}))
+    monkeypatch.setattr(sweep, "CONFIG_DIR", tmp_path)
+    with pytest.raises(ConfigError) as e:
+        sweep.load_ablation("x")
+    assert message.format(path) in str(e.value) and "\n" not in str(e.value)

@@ -71,9 +71,10 @@ def test_sweep_records_jobs_reports_status_and_never_runs_twice(launcher, tmp_pa
     (cut / "summary.json").unlink()  # as if killed during iteration 2: the last checkpoint is iteration 1's
     shutil.copy(cut / "checkpoints" / "iter_00001.pt", cut / "checkpoints" / "last.pt")
     (cut / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in before[:4]))
-    # ... and a run whose checkpoint is broken fails: status names it with the last line of its log
+    # ... and a run whose checkpoints are all broken fails: status names it with the last line of its log
     (broken / "summary.json").unlink()
-    (broken / "checkpoints" / "last.pt").write_bytes(b"not a checkpoint")
+    for f in (broken / "checkpoints").glob("*.pt"):
+        f.write_bytes(b"not a checkpoint")
     capsys.readouterr()
     run_sweep("psm_target", [0, 1], extra, root=root, runner=RUNNER, launcher=launcher)
     assert "4 runs, 2 done, 2 to run" in capsys.readouterr().out

@@ -58,7 +58,7 @@ def test_axes_expand_to_the_product():
 
 
 def test_unknown_ablation_lists_the_known_ones():
-    with pytest.raises(ConfigError, match="unknown ablation 'psm_kk'; known: .*psm_k"):
+    with pytest.raises(ConfigError, match="unknown ablation 'psm_kk'; did you mean 'psm_k'\\? known: .*psm_k"):
         load_ablation("psm_kk")
 
 

@@ -133,3 +133,40 @@ def test_notebook_executes_on_the_fixture(path, tmp_path, monkeypatch):
         assert "GRPO (scalar advantage) vs ViPO (PSM map x advantage) [study_tiny/redness]" in text
         assert "difference from grpo, paired by seed" in text
         assert len(list(tmp_path.glob("*baseline*_curves.png"))) == 1 and "image/png" in str(nb.cells[-1].outputs)
+
+
+def test_tables_are_written_one_page_per_study_sweep_and_folder_with_an_index(tmp_path, capsys):
+    import shutil
+
+    root = tmp_path / "results"
+    shutil.copytree(FIXTURE, root / "sweeps")
+    loose = root / "demo" / "grpo"
+    loose.mkdir(parents=True)
+    (loose / "summary.json").write_text(json.dumps({"experiment": "toy_demo", "seed": 0, "tags": {},
+                                                    "eval/reward": 0.5}))
+    build(root, tmp_path / "out", formats=["md"], figures=False)
+    out = tmp_path / "out"
+    index = (out / "tables.md").read_text().splitlines()
+    assert index[0] == "# Tables of the runs under `results/`"
+    rows = [line for line in index if line.startswith("| [")]
+    stems = [line.split("](")[1].split(".md)")[0] for line in rows]
+    assert stems == ["sweep-baseline-toy_redness", "sweep-psm_k-toy_redness", "sweep-psm_target-toy_redness",
+                     "runs-demo"]
+    total = 0
+    for stem, row in zip(stems, rows):
+        page = (out / f"{stem}.md").read_text()
+        n = page.count("\n**") + page.startswith("**")
+        assert page.startswith("# ") and "\n## " in page and row.endswith(f"| {n} |")
+        total += n
+    assert f"wrote {total} tables (md) on 4 page(s)" in capsys.readouterr().out
+    assert "| grpo | 0.500 |" in (out / "runs-demo.md").read_text()
+
+
+def test_claim_rows_are_counted_as_claims_md_lists_them():
+    import pandas as pd
+
+    from analysis.make_tables import claim_counts
+
+    frame = pd.DataFrame({"reference": ["a", "b", "all", "a"], "verdict": ["holds", "undecided", "undecided", "fails"]})
+    assert claim_counts(frame) == ("4 claim rows: 3 comparisons (fails 1, holds 1, undecided 1) "
+                                   "+ 1 combined over references (undecided 1)")

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from vipo.config import ConfigError, dotlist, load, validate
+from vipo.config import ConfigError, dotlist, load, read_yaml, validate
 
 
 def load_for_resume(run_dir: str, overrides: Sequence[str]):
@@ -21,7 +21,7 @@ def load_for_resume(run_dir: str, overrides: Sequence[str]):
     path = Path(run_dir) / "config.yaml"
     if not path.exists():
         raise ConfigError(f"config error: resume={run_dir}: no config.yaml there (is it a run folder?)")
-    conf = OmegaConf.load(path)
+    conf = read_yaml(path)
     extra = [o for o in overrides if not o.startswith("resume=")]
     if extra:
         conf = OmegaConf.merge(conf, dotlist(extra))
@@ -45,7 +45,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     show = "--cfg" in argv
     argv = [a for a in argv if a != "--cfg"]
     if "-h" in argv or "--help" in argv:
-        print(__doc__)
+        from vipo.catalog import train_help
+
+        print(__doc__.rstrip() + "\n\n" + train_help())
         return 0
     try:
         cfg, raw = parse(argv)
@@ -59,7 +61,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     import signal
 
+    from vipo.checkpoints import CheckpointError
     from vipo.lease import EXIT_EXISTS, EXIT_HELD, LeaseHeld, LeaseLost
+    from vipo.records import DiskFull
     from vipo.train import RunExists, run
     from vipo.update import NonFiniteError
 
@@ -76,7 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RunExists as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_EXISTS
-    except (NonFiniteError, FileExistsError, FileNotFoundError, ValueError, LeaseLost) as e:
+    except (NonFiniteError, FileExistsError, FileNotFoundError, ValueError, LeaseLost, CheckpointError, DiskFull) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     return 0

@@ -78,7 +78,7 @@ class TrainConfig:
     fsdp: bool = False  # shard the generator's network over processes (FSDP2); also on under accelerate's FSDP
     seed: int = 0  # everything random derives from (seed, iteration)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    threads: int = 0  # torch CPU threads; 0 = leave as is
+    threads: int = 0  # torch CPU threads; 0 = auto: 1 per run when several run at once, else OMP_NUM_THREADS / cores
     checkpoint_every: int = 10  # iterations between checkpoints (and the last one)
     keep_checkpoints: bool = False  # keep every checkpoint instead of only the last
     log_every: int = 1  # iterations between progress lines
@@ -101,6 +101,9 @@ class LoggerConfig:
     name: str = "none"  # none | wandb
     project: str = "vipo"  # wandb project
     mode: str = "offline"  # wandb mode: offline | online | disabled
+    group: Optional[str] = None  # W&B group; default: the sweep / study part / search the run belongs to
+    job_type: Optional[str] = None  # W&B job type; default: the ablation cell (or trial, or method)
+    tags: list = field(default_factory=list)  # extra W&B tags besides seed, reward, ablation, experiment, method
 
 
 @dataclass
@@ -141,6 +144,13 @@ def suggest(key: str, known: Sequence[str]) -> str:
     """The tail of an unknown-key message: the closest known key, else the list of known keys."""
     close = difflib.get_close_matches(key, list(known), n=1)
     return f"; did you mean {close[0]!r}?" if close else f"; known keys: {', '.join(sorted(known))}"
+
+
+def unknown_name(kind: str, name: str, known: Sequence[str]) -> ConfigError:
+    """``config error: unknown ablation 'psm_kk'; did you mean 'psm_k'? known: ...`` (the closest known name)."""
+    close = difflib.get_close_matches(str(name), list(known), n=1, cutoff=0.5)
+    hint = f" did you mean {close[0]!r}?" if close else ""
+    return ConfigError(f"config error: unknown {kind} {name!r};{hint} known: {', '.join(sorted(known))}")
 
 
 def coerce(value: Any, tp: Any, where: str) -> Any:
@@ -325,6 +335,41 @@ def _check_choices(cfg: Config) -> None:
                           "(per-position ratios with a scalar advantage is advantage.mode=ones)")
 
 
+def yaml_error(e: Exception, path: str | Path) -> ConfigError:
+    """One line for a YAML syntax error: the file, the line and the parser's own words."""
+    mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
+    where = f" line {mark.line + 1}" if mark is not None else ""
+    what = " ".join(str(getattr(e, "problem", None) or e).split())
+    context, start = getattr(e, "context", None), getattr(e, "context_mark", None)
+    if context and start is not None and mark is not None and start.line != mark.line:
+        context += f" that starts on line {start.line + 1}"
+    return ConfigError(f"config error: YAML syntax error in {path}{where}: {what}" + (f" ({context})" if context else ""))
+
+
+def read_yaml(path: str | Path):
+    """``OmegaConf.load(path)`` with a one-line ``ConfigError`` for a file that is not valid YAML."""
+    import yaml
+    from omegaconf import OmegaConf
+
+    try:
+        return OmegaConf.load(path)
+    except yaml.YAMLError as e:
+        raise yaml_error(e, path) from None
+
+
+def _find_yaml_error(config_dir: Path) -> Optional[ConfigError]:
+    """The first config file under ``config_dir`` that is not valid YAML, as a one-line error (Hydra's own error
+    does not name the file)."""
+    import yaml
+
+    for path in sorted(config_dir.rglob("*.yaml")):
+        try:
+            yaml.safe_load(path.read_text())
+        except yaml.YAMLError as e:
+            return yaml_error(e, path.relative_to(config_dir.parent) if path.is_relative_to(config_dir.parent) else path)
+    return None
+
+
 def compose(overrides: Sequence[str] = (), config_name: str = "config", config_dir: str | Path | None = None):
     """Compose ``experiments/<config_name>.yaml`` with Hydra overrides -> OmegaConf DictConfig."""
     from hydra import compose as hydra_compose
@@ -339,13 +384,24 @@ def compose(overrides: Sequence[str] = (), config_name: str = "config", config_d
 
 def load(overrides: Sequence[str] = (), config_dir: str | Path | None = None) -> tuple[Config, dict]:
     """Compose and validate: returns the typed config and the resolved plain dict (for config.yaml)."""
+    raw = compose_dict(overrides, config_dir)
+    return validate(raw), raw
+
+
+def compose_dict(overrides: Sequence[str] = (), config_dir: str | Path | None = None) -> dict:
+    """Compose with Hydra overrides -> the resolved plain dict, not validated (an override of a key the file lacks
+    is retried as ``+key=value``, so ``reward.quantize=false`` works on a reward file that only names the reward)."""
     from hydra.errors import HydraException
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
+    import yaml
+
     overrides = list(overrides)
     try:
         raw = OmegaConf.to_container(compose(overrides, config_dir=config_dir), resolve=True)
+    except yaml.YAMLError as e:
+        raise (_find_yaml_error(Path(config_dir or CONFIG_DIR).resolve()) or yaml_error(e, "a config file")) from None
     except (HydraException, OmegaConfBaseException) as e:
         msg = " ".join(str(e).split())
         missing = re.match(r"Could not override '([^']+)'", msg)
@@ -353,7 +409,7 @@ def load(overrides: Sequence[str] = (), config_dir: str | Path | None = None) ->
             key = missing.group(1)
             retry = [f"+{o}" if o.split("=", 1)[0] == key else o for o in overrides]
             if retry != overrides:
-                return load(retry, config_dir)
+                return compose_dict(retry, config_dir)
         raise ConfigError("config error: " + msg) from None
     raw.pop("hydra", None)
-    return validate(raw), raw
+    return raw

@@ -5,8 +5,10 @@ A study spec (``sweeps/<name>.yaml``) names the search space (config key -> dist
 pruner and the storage (default ``sqlite:///results/optuna/<name>.db``; any SQLAlchemy URL such as
 PostgreSQL serves many workers). Each trial is one training run in this process under
 ``results/optuna/<name>/trial_<n>``; every evaluation is reported to the pruner. Killing a worker and
-starting it again resumes the study: finished trials stay, a trial whose heartbeat stopped is marked
-failed and retried, and the loop stops once ``n_trials`` trials have finished (complete or pruned).
+starting it again resumes the study: finished trials stay, a trial whose worker is gone (its trial folder's lease,
+``vipo.lease``: a dead pid on this host or a silent heartbeat) is marked FAIL at once and retried, and the loop
+stops once ``n_trials`` trials have finished (complete or pruned). A study remembers its fixed overrides (the
+spec's ``base`` and the command line's); continuing it with others is refused, naming the keys.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from vipo.config import ConfigError, load
+from vipo.config import ConfigError, load, read_yaml, unknown_name
 from vipo.records import atomic_write_json
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -45,9 +47,8 @@ def load_spec(name_or_path: str) -> StudySpec:
     if not path.suffix:
         path = SPEC_DIR / f"{name_or_path}.yaml"
     if not path.exists():
-        known = ", ".join(sorted(p.stem for p in SPEC_DIR.glob("*.yaml")))
-        raise ConfigError(f"config error: unknown study {name_or_path!r}; known: {known}")
-    raw = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+        raise unknown_name("search", name_or_path, [p.stem for p in SPEC_DIR.glob("*.yaml")])
+    raw = OmegaConf.to_container(read_yaml(path), resolve=True)
     try:
         spec = StudySpec(**raw)
     except TypeError as e:
@@ -81,7 +82,33 @@ def suggest(trial, space: dict) -> list[str]:
     return out
 
 
+def storage_url(spec: StudySpec, root: Path) -> str:
+    """The study's SQLAlchemy URL: ``spec.storage``, or the SQLite file ``<root>/<name>.db``."""
+    return spec.storage or f"sqlite:///{(Path(root) / f'{spec.name}.db').resolve()}"
+
+
+def shown_url(url: str) -> str:
+    """The URL with any password masked, for logs."""
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def dedupe_overrides(overrides: Sequence[str]) -> list[str]:
+    """One override per key, the last one given (what Hydra applies), in the order of those last ones:
+    ``[a=1, b=2, a=3] -> [b=2, a=3]``. A leading ``+`` does not make another key (``+tags.x`` = ``tags.x``)."""
+    last = {o.split("=", 1)[0].lstrip("+"): i for i, o in enumerate(overrides)}
+    return [o for i, o in enumerate(overrides) if last[o.split("=", 1)[0].lstrip("+")] == i]
+
+
 def make_storage(spec: StudySpec, root: Path):
+    """An RDB storage with heartbeats (a killed worker's trial is failed and retried). The heartbeat API is marked
+    experimental by optuna and its retry callback was renamed in 4.9 (``failed_trial_callback`` ->
+    ``heartbeat_stale_trial_callback``): the name this optuna takes is used and the experimental notice, which
+    concerns the feature this module chose knowingly, is silenced here and only here."""
+    import inspect
+    import warnings
+
     import optuna
     from optuna.storages import RDBStorage
 
@@ -90,16 +117,20 @@ def make_storage(spec: StudySpec, root: Path):
     except ImportError:
         from optuna.storages import RetryFailedTrialCallback as Retry
 
-    url = spec.storage
-    if url is None:
+    url = storage_url(spec, root)
+    if spec.storage is None:
         root.mkdir(parents=True, exist_ok=True)
-        url = f"sqlite:///{(root / f'{spec.name}.db').resolve()}"
     kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
+    params = inspect.signature(RDBStorage).parameters
+    callback = "heartbeat_stale_trial_callback"
+    callback = callback if callback in params else "failed_trial_callback"
     for attempt in range(6):
         try:
-            return RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=spec.heartbeat_seconds,
-                              grace_period=2 * spec.heartbeat_seconds,
-                              failed_trial_callback=Retry(max_retry=2)), optuna
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+                return RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=spec.heartbeat_seconds,
+                                  grace_period=2 * spec.heartbeat_seconds,
+                                  **{callback: Retry(max_retry=2)}), optuna
         except Exception as e:  # workers that start together race to create the schema: wait and retry
             race = ("already exists", "duplicate key", "UNIQUE constraint failed")  # PostgreSQL / SQLite wording
             if attempt == 5 or not any(r in str(e) for r in race):
@@ -120,6 +151,57 @@ def build_study(spec: StudySpec, root: Path):
                                direction=spec.direction, load_if_exists=True)
 
 
+GRACE_S = 30.0  # a RUNNING trial without a lease on its folder is left alone this long (its worker is starting)
+
+
+def _overrides(items: Sequence[str]) -> dict:
+    return {o.lstrip("+~").split("=", 1)[0]: (o.split("=", 1)[1] if "=" in o else None) for o in items}
+
+
+def check_fixed(study, fixed: Sequence[str]) -> None:
+    """A study remembers the overrides every trial shares (the spec's ``base`` and the command line's); continuing it
+    with others would mix trials of two settings (and a best file from either), so it is refused, naming the keys."""
+    old = study.user_attrs.get("fixed_overrides")
+    if old is None:
+        study.set_user_attr("fixed_overrides", list(fixed))
+        return
+    a, b = _overrides(old), _overrides(fixed)
+    diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+    if diff:
+        shown = ", ".join(f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in diff[:6])
+        raise ConfigError(f"config error: study {study.study_name} was run with other fixed overrides ({shown}); "
+                          "continue it with the same ones, or give this search another study name or storage")
+
+
+def fail_abandoned(study, folder: Path, grace_s: float = GRACE_S) -> list[int]:
+    """Mark FAIL every RUNNING trial whose worker is gone: its trial folder has no live lease (``vipo.lease``; a dead
+    pid on this host, or no heartbeat for ``lease.STALE_S`` seconds anywhere) and it started more than ``grace_s``
+    seconds ago. Its parameters are queued once more (a trial that is itself a retry is not). Returns the numbers."""
+    import datetime as dt
+
+    import optuna
+
+    from vipo import lease
+
+    now = dt.datetime.now()
+    out = []
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        run_dir = folder / f"trial_{t.number:04d}"
+        info = lease.holder(run_dir)
+        if info is not None and lease.stale_reason(info) is None:
+            continue  # a live worker, here or on another machine
+        if info is None and t.datetime_start is not None and (now - t.datetime_start).total_seconds() < grace_s:
+            continue
+        why = lease.stale_reason(info) if info is not None else "no lease on its folder"
+        study._storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
+        if "retry_of" not in t.user_attrs:
+            study.enqueue_trial(t.params, user_attrs={"retry_of": t.number}, skip_if_exists=False)
+        print(f"[search] trial {t.number} was left RUNNING by a worker that is gone ({why}); marked FAIL"
+              + ("" if "retry_of" in t.user_attrs else " and queued again"), flush=True)
+        out.append(t.number)
+    return out
+
+
 def finished(study) -> int:
     import optuna
 
@@ -133,7 +215,7 @@ def run_search(name: str, extra: Sequence[str] = (), root: Path | None = None, n
     ``storage`` (a SQLAlchemy URL) replaces the spec's."""
     import optuna
 
-    from vipo import stop
+    from vipo import lease, stop
     from vipo.train import Trainer
 
     stop.install()  # a cluster's time-limit signal ends the current trial's run cleanly (the trial is retried)
@@ -145,12 +227,20 @@ def run_search(name: str, extra: Sequence[str] = (), root: Path | None = None, n
     root = Path(root or ROOT / "results" / "optuna")
     load([*spec.base, *extra])  # fail fast on a bad base config, before any trial starts
     study = build_study(spec, root)
+    check_fixed(study, [*spec.base, *extra])
+    fail_abandoned(study, root / spec.name)
 
     def objective(trial) -> float:
-        overrides = [*spec.base, *suggest(trial, spec.space), *extra]
+        overrides = dedupe_overrides([*spec.base, *suggest(trial, spec.space), *extra])
         run_dir = root / spec.name / f"trial_{trial.number:04d}"
-        cfg, raw = load([*overrides, f"results_root={run_dir.parent}", f"run_id={run_dir.name}", "logger=none",
-                         f"+tags.study={spec.name}", f"+tags.trial={trial.number}"])
+        held = lease.acquire(run_dir)  # first of all: from now on a restarted worker sees this trial as live
+        try:
+            cfg, raw = load(["logger=none", *overrides, f"results_root={run_dir.parent}", f"run_id={run_dir.name}",
+                             f"+tags.search={spec.name}", f"+tags.trial={trial.number}"])
+        except BaseException:
+            held.release()
+            raise
+        raw["tags"]["params"] = cfg.tags["params"] = dict(trial.params)  # the trial's parameters, in W&B's config
         trial.set_user_attr("overrides", overrides)
 
         def report(iteration: int, metrics: dict) -> None:
@@ -160,7 +250,10 @@ def run_search(name: str, extra: Sequence[str] = (), root: Path | None = None, n
             if trial.should_prune():
                 raise optuna.TrialPruned(f"pruned at iteration {iteration}")
 
-        summary = Trainer(cfg, raw, on_eval=report).run()
+        try:
+            summary = Trainer(cfg, raw, on_eval=report, held=held).run()
+        finally:
+            held.release()  # (run releases it too; a trainer that fails to build does not get that far)
         return objective_value(summary, spec.metric)
 
     def stop_when_done(study, trial) -> None:
@@ -168,7 +261,7 @@ def run_search(name: str, extra: Sequence[str] = (), root: Path | None = None, n
             study.stop()
 
     print(f"[search] {spec.name}: {finished(study)}/{spec.n_trials} trials finished; storage "
-          f"{study._storage.engine.url if hasattr(study._storage, 'engine') else spec.storage}", flush=True)
+          f"{shown_url(storage_url(spec, root))}", flush=True)
     while finished(study) < spec.n_trials:
         study.optimize(objective, n_trials=1, callbacks=[stop_when_done], catch=(ValueError, RuntimeError))
     return save_best(study, spec, root)
@@ -184,6 +277,44 @@ def save_best(study, spec: StudySpec, root: Path) -> dict:
     print("[search] overrides: " + " ".join(out["overrides"]), flush=True)
     print(f"[search] saved {root / f'{spec.name}_best.json'}", flush=True)
     return out
+
+
+def trials_table(name: str, root: Path | None = None):
+    """One row per trial of a search (number, state, value, parameters, minutes, run folder) from its storage;
+    ``None`` when the search has not started (no SQLite file yet)."""
+    import pandas as pd
+
+    import optuna
+
+    spec = load_spec(name)
+    root = Path(root or ROOT / "results" / "optuna")
+    url = storage_url(spec, root)
+    if spec.storage is None and not (root / f"{spec.name}.db").exists():
+        return None
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "Using an existing study" line above the table
+    study = build_study(spec, root)
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        minutes = (t.datetime_complete - t.datetime_start).total_seconds() / 60 if t.datetime_complete else None
+        rows.append({"trial": t.number, "state": t.state.name, "value": t.value, **t.params,
+                     "minutes": minutes, "run": str(root / spec.name / f"trial_{t.number:04d}")})
+    df = pd.DataFrame(rows)
+    df.attrs["storage"] = shown_url(url)
+    return df
+
+
+def print_trials(name: str, root: Path | None = None) -> None:
+    df = trials_table(name, root)
+    spec = load_spec(name)
+    if df is None:
+        where = storage_url(spec, Path(root or ROOT / "results" / "optuna"))
+        print(f"[search] {spec.name}: no trials yet (no storage at {where}); start it: python sweep.py search={name}")
+        return
+    print(f"[search] {spec.name}: {len(df)} trials, metric {spec.metric} ({spec.direction}); "
+          f"storage {df.attrs['storage']}")
+    if not df.empty:
+        print(df.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    print(f"[search] browse them: optuna-dashboard {df.attrs['storage']}   (pip install -e '.[dashboard]')")
 
 
 def submit_search(name: str, extra: Sequence[str] = (), root: Path | None = None, workers: int = 1, launcher=None,

@@ -277,3 +277,26 @@ def acquire(run_dir: Path | str, *, heartbeat_s: Optional[float] = None, stale_a
         time.sleep(0.05 + 0.1 * (uuid.uuid4().int % 10) / 10)
     seen = holder(run_dir) or {}
     raise LeaseHeld(run_dir, seen)
+
+
+def run_state(run_dir: Path | str) -> tuple[str, str]:
+    """What a run folder holds, for status listings and launchers: ``(state, detail)`` with state one of
+    ``done`` (``summary.json``), ``running`` (a live lease; detail names the holder), ``failed`` (``failed.json``,
+    no summary; detail is its error), ``stopped`` (a checkpoint, no summary, no live holder: a re-run resumes it),
+    ``new`` (nothing to resume). Unreadable files do not raise: the detail says which file."""
+    run_dir = Path(run_dir)
+    if (run_dir / "summary.json").exists():
+        return "done", ""
+    info = holder(run_dir)
+    if info is not None and stale_reason(info) is None:
+        return "running", describe(info)
+    failed = run_dir / "failed.json"
+    if failed.exists():
+        try:
+            return "failed", str(json.loads(failed.read_text()).get("error", ""))
+        except (ValueError, AttributeError, OSError):
+            return "failed", f"{failed} is unreadable"
+    ckpt = run_dir / "checkpoints"
+    if (ckpt / "last.pt").exists() or (ckpt / "prev.pt").exists():
+        return "stopped", "" if info is None else f"stale lease: {stale_reason(info)}"
+    return "new", ""

@@ -61,15 +61,27 @@ def eval_records(run_dir: Path) -> dict:
     return out
 
 
-def read_run(run_dir: Path) -> dict:
+def read_run(run_dir: Path) -> dict | None:
+    """One row: the run's summary and its config (``cfg.*``); None, with a warning naming the file, when
+    ``summary.json`` or ``config.yaml`` cannot be read."""
     import yaml
 
-    row = flatten(json.loads((run_dir / "summary.json").read_text()))
-    for key, value in eval_records(run_dir).items():  # the training run's own summary wins on a shared name
+    from vipo.records import read_summary, warn
+
+    summary = read_summary(run_dir)
+    if summary is None:
+        return None
+    row = flatten(summary)
+    for key, value in eval_records(Path(run_dir)).items():  # the training run's own summary wins on a shared name
         row.setdefault(key, value)
-    cfg_path = run_dir / "config.yaml"
+    cfg_path = Path(run_dir) / "config.yaml"
     if cfg_path.exists():
-        row.update(flatten(yaml.safe_load(cfg_path.read_text()) or {}, "cfg."))
+        try:
+            cfg = yaml.safe_load(cfg_path.read_text())
+        except (yaml.YAMLError, OSError) as e:
+            warn(f"{cfg_path} is unreadable ({type(e).__name__}); run skipped")
+            return None
+        row.update(flatten(cfg if isinstance(cfg, dict) else {}, "cfg."))
     from vipo.environment import row as env_row
 
     row.update(env_row(run_dir))  # env.torch, env.git_commit, ...: what produced the numbers (env.json)
@@ -77,7 +89,20 @@ def read_run(run_dir: Path) -> dict:
     return row
 
 
+def failed_runs(root: str | Path) -> list[tuple[Path, str]]:
+    """Run folders under ``root`` whose last attempt failed (``failed.json``, no ``summary.json``), with the error."""
+    from vipo.lease import run_state
+
+    out = []
+    for path in sorted(Path(root).rglob("failed.json")):
+        state, detail = run_state(path.parent)
+        if state == "failed":
+            out.append((path.parent, detail))
+    return out
+
+
 def collect(root: str | Path = "results", cache: bool = True) -> pd.DataFrame:
+    """One row per run with a readable ``summary.json`` under ``root`` (unreadable ones are skipped with a warning)."""
     root = Path(root)
     summaries = sorted(root.rglob("summary.json"))
     cache_path = root / CACHE
@@ -89,7 +114,7 @@ def collect(root: str | Path = "results", cache: bool = True) -> pd.DataFrame:
             cached = pd.read_parquet(cache_path)
             if len(cached) == len(summaries):
                 return cached
-    df = pd.DataFrame([read_run(p.parent) for p in summaries])
+    df = pd.DataFrame([r for r in (read_run(p.parent) for p in summaries) if r is not None])
     if cache and not df.empty:
         tmp = cache_path.with_suffix(".tmp.parquet")
         df.astype({c: str for c in df.columns if df[c].dtype == object}).to_parquet(tmp, index=False)
@@ -97,18 +122,33 @@ def collect(root: str | Path = "results", cache: bool = True) -> pd.DataFrame:
     return df
 
 
-def main(argv: Sequence[str] | None = None) -> None:
+def print_failed(root: str | Path, prefix: str = "") -> int:
+    """List the failed runs under ``root`` (one line each); returns how many."""
+    failed = failed_runs(root)
+    for run_dir, error in failed:
+        print(f"{prefix}FAILED {run_dir}: {error}", flush=True)
+    return len(failed)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    import sys
+
     ap = argparse.ArgumentParser(prog="python -m vipo.results", description=__doc__.split("\n\n")[0])
     ap.add_argument("root", nargs="?", default="results", help="folder to search for summary.json files")
     args = ap.parse_args(argv)
+    if not Path(args.root).is_dir():
+        print(f"error: results root {args.root} does not exist", file=sys.stderr)
+        return 2
     df = collect(args.root)
+    print_failed(args.root)
     if df.empty:
         print(f"no runs with summary.json under {args.root}")
-        return
+        return 0
     cols = ["run_id", "experiment", "advantage_mode", "seed", *[c for c in df.columns if c.startswith("eval/")]]
     with pd.option_context("display.max_rows", 200, "display.width", 200):
         print(df[[c for c in cols if c in df.columns]].to_string(index=False))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -18,18 +18,17 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from vipo.config import CONFIG_DIR, ConfigError, load
-from vipo.sweep import ROOT, Cell, _check_same_config, _fmt, default_runner, expand_cells, launch, load_ablation
+from vipo.config import CONFIG_DIR, ConfigError, load, read_yaml, unknown_name
+from vipo.sweep import ROOT, Cell, _check_same_config, _fmt, adapt, default_runner, expand_cells, launch, load_ablation
 
 STUDY_KEYS = {"name", "title", "root", "world", "rewards", "parts", "analysis", "claims", "confirmatory"}
 PART_KEYS = {"ablation", "seeds", "rewards", "cells"}
-IGNORED = ("run_id", "results_root", "resume", "tags")  # fields that do not make two runs different
+IGNORED = ("run_id", "results_root", "resume", "tags", "logger")  # fields that do not make two runs different
 
 
 @dataclass
@@ -45,9 +44,8 @@ def load_study(name: str | Path) -> dict:
 
     path = Path(name) if str(name).endswith(".yaml") else CONFIG_DIR / "study" / f"{name}.yaml"
     if not path.exists():
-        known = ", ".join(sorted(p.stem for p in (CONFIG_DIR / "study").glob("*.yaml")))
-        raise ConfigError(f"config error: unknown study {name!r}; known: {known}")
-    spec = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+        raise unknown_name("study", name, [p.stem for p in (CONFIG_DIR / "study").glob("*.yaml")])
+    spec = OmegaConf.to_container(read_yaml(path), resolve=True)
     unknown = set(spec) - STUDY_KEYS
     if unknown:
         raise ConfigError(f"config error: unknown key(s) {sorted(unknown)} in {path}; allowed: {sorted(STUDY_KEYS)}")
@@ -125,8 +123,14 @@ def plan_study(name: str | Path, extra: Sequence[str] = (), root: Path | None = 
                               f"its cells: {list(cells)}")
         for reward in part.get("rewards") or list(spec["rewards"]):
             for cell_name in wanted:
-                base = [*world, *spec["rewards"][reward], *cells[cell_name].overrides, *extra, "logger=none"]
                 where = f"study {name}, reward {reward}, ablation {part['ablation']}, cell {cell_name}"
+                carried, why = adapt(abl, cell_name, [*world, *spec["rewards"][reward], *cells[cell_name].overrides,
+                                                      *extra])  # the ablation file's per_reward / requires
+                if why:
+                    print(f"[study] {where} left out: {why}", flush=True)
+                    continue
+                base = ["logger=none", *world, *spec["rewards"][reward], *cells[cell_name].overrides, *carried,
+                        *extra]  # logger=none first: the user's logger=... wins
                 try:
                     _, raw0 = load(base)  # composed once; the seed only sets train.seed
                 except ConfigError as e:
@@ -193,10 +197,10 @@ def write_index(root: Path, index: list[dict]) -> Path:
     path = root / "index.json"
     root.mkdir(parents=True, exist_ok=True)
     text = json.dumps(index, indent=1) + "\n"
-    if not path.exists() or path.read_text() != text:
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(text)
-        os.replace(tmp, path)
+    if not path.exists() or path.read_text(errors="replace") != text:
+        from vipo.records import atomic_write_text
+
+        atomic_write_text(path, text)
     return path
 
 
@@ -224,8 +228,8 @@ def study_jobs(name: str | Path, extra: Sequence[str] = (), root: Path | None = 
                      runner or default_runner()), runs
 
 
-def run_study(name: str | Path, extra: Sequence[str] = (), workers: int = 1, root: Path | None = None, threads: int = 1,
-              runner: Sequence[str] | None = None, seeds_cap: int | None = None,
+def run_study(name: str | Path, extra: Sequence[str] = (), workers: int = 1, root: Path | None = None,
+              threads: int | None = None, runner: Sequence[str] | None = None, seeds_cap: int | None = None,
               only_parts: Sequence[str] | None = None, launcher=None) -> list[StudyRun]:
     """Run every unfinished run of the study (resuming started ones) through ``launcher`` (default: the local
     pool with ``workers``); returns the runs launched.
@@ -254,10 +258,26 @@ def run_study(name: str | Path, extra: Sequence[str] = (), workers: int = 1, roo
 
 
 def read_index(root: Path) -> list[dict]:
+    """``<root>/index.json``. One that cannot be read (truncated, garbage) is rebuilt from the study file whose
+    results folder ``root`` is (``plan_study``: the same rows, nothing runs) with a warning naming it; when no study
+    file owns ``root``, ``FileNotFoundError`` says so in one line."""
+    from vipo.records import read_json, warn
+
     path = Path(root) / "index.json"
     if not path.exists():
         raise FileNotFoundError(f"{path} not found: run the study (python sweep.py study=...) to create it")
-    return json.loads(path.read_text())
+    index = read_json(path, quiet=True)
+    if isinstance(index, list) and all(isinstance(e, dict) and {"reward", "ablation", "cell", "seed", "run"} <= set(e)
+                                       for e in index):
+        return index
+    name = study_of_root(Path(root))
+    if name is None:
+        raise FileNotFoundError(f"{path} is unreadable and no study file in {CONFIG_DIR / 'study'} has {root} as its "
+                                "results folder to rebuild it from; re-run the study command to rewrite it")
+    _, index = plan_study(name, root=Path(root))
+    write_index(Path(root), index)
+    warn(f"{path} was unreadable; rebuilt it from experiments/study/{name}.yaml ({len(index)} entries)")
+    return index
 
 
 def study_frame(root: Path, reward: str, ablation: str):
@@ -275,7 +295,9 @@ def study_frame(root: Path, reward: str, ablation: str):
         run_dir = root / entry["run"]
         if not (run_dir / "summary.json").exists():
             continue
-        row = read_run(run_dir)
+        row = read_run(run_dir)  # None (warned, naming the file) for an unreadable summary
+        if row is None:
+            continue
         row.update({"tags.cell": entry["cell"], "tags.ablation": ablation, "tags.reward": reward,
                     "seed": entry["seed"]})
         rows.append(row)

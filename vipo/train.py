@@ -19,6 +19,7 @@ from typing import Callable, Optional
 
 import torch
 
+from vipo import checkpoints as ckpts
 from vipo import dist, environment, lease, stop
 from vipo.advantage import redistribute, zero_std_fraction
 from vipo.config import Config
@@ -27,14 +28,16 @@ from vipo.eval import EVALUATORS
 from vipo.eval.during import FixedNoiseEval, due_iterations
 from vipo.generators import GENERATORS
 from vipo.images import save_image_grid, save_map_grid
-from vipo.loggers import LOGGERS
+from vipo.loggers import LOGGERS, tracking_fields
 from vipo.maps import make_maps, map_capture
 from vipo.prompts import load_prompts
-from vipo.records import append_jsonl, atomic_torch_save, atomic_write_json, atomic_write_text, read_jsonl, truncate_jsonl
+from vipo.records import append_jsonl, atomic_torch_save, atomic_write_json, read_jsonl, read_summary, truncate_jsonl
 from vipo.rollout import rollout
+from vipo.run_folder import RunExists, check_new, new_run_dir, prepare, write_config  # noqa: F401 (RunExists: cli)
+from vipo.threads import resolve_threads
 from vipo.update import NonFiniteError, select_timesteps, update
 
-CHECKPOINT = "checkpoints/last.pt"
+CHECKPOINT = ckpts.CHECKPOINT
 
 
 def iteration_generator(seed: int, iteration: int, rank: int = 0) -> torch.Generator:
@@ -82,24 +85,6 @@ def load_trainable(named: dict, weights: dict, path: Path) -> None:
             p.copy_(weights[k])
 
 
-class RunExists(FileExistsError):
-    """A new run was asked for in a folder that already holds one (train.py exits with ``EXIT_EXISTS``)."""
-
-
-def new_run_dir(cfg: Config, check: bool = True) -> Path:
-    run_id = cfg.run_id or f"{cfg.experiment}-{datetime.now():%Y%m%d-%H%M%S}-s{cfg.train.seed}"
-    run_dir = Path(cfg.results_root) / run_id
-    if check:
-        check_new(run_dir)
-    return run_dir
-
-
-def check_new(run_dir: Path) -> None:
-    if (run_dir / CHECKPOINT).exists() or (run_dir / "summary.json").exists():
-        raise RunExists(f"run folder {run_dir} already holds a run; continue it with resume={run_dir} "
-                        "or choose another run_id")
-
-
 def decode(generator, latents: torch.Tensor, micro_batch: int) -> torch.Tensor:
     with torch.no_grad():
         return torch.cat([generator.decode(latents[i:i + micro_batch]) for i in range(0, len(latents), micro_batch)])
@@ -113,12 +98,14 @@ def check_finite(rewards: torch.Tensor, iteration: int, ckpt_note: str) -> None:
 
 
 class Trainer:
-    def __init__(self, cfg: Config, raw: dict, on_eval: Optional[Callable[[int, dict], None]] = None):
+    def __init__(self, cfg: Config, raw: dict, on_eval: Optional[Callable[[int, dict], None]] = None,
+                 held: Optional[lease.Lease] = None):
+        """``held``: the run folder's lease when the caller already holds it (an Optuna trial); else acquired here."""
         self.cfg, self.raw = cfg, raw
         self.on_eval = on_eval  # called with (iteration, eval metrics) after each evaluation (Optuna pruning)
         dist.init()
-        if cfg.train.threads > 0:
-            torch.set_num_threads(cfg.train.threads)
+        self.threads, self.threads_why = resolve_threads(cfg.train.threads)
+        torch.set_num_threads(self.threads)
         self.device = resolve_device(cfg.train.device)
         torch.manual_seed(cfg.train.seed)
         from vipo.backbones import BACKBONES
@@ -135,12 +122,12 @@ class Trainer:
         if not self.named:
             raise ValueError(f"generator {cfg.generator.name!r} has no trainable parameters")
         self.start = 0
-        self.lease: Optional[lease.Lease] = None
+        self.lease: Optional[lease.Lease] = held
         if cfg.resume:
             self.run_dir = Path(cfg.resume)
-            if not (self.run_dir / CHECKPOINT).exists():
+            if not ckpts.exists(self.run_dir):
                 raise FileNotFoundError(f"cannot resume: no checkpoint at {self.run_dir / CHECKPOINT}")
-            if dist.is_main():
+            if dist.is_main() and self.lease is None:
                 self.lease = lease.acquire(self.run_dir)  # one writer per run folder (raises LeaseHeld)
         else:
             self.run_dir = dist.broadcast_object(self._claim_new(cfg) if dist.is_main() else None)
@@ -153,7 +140,9 @@ class Trainer:
     def _claim_new(self, cfg: Config) -> Path:
         """The new run's folder, held by this process's lease; checked for an earlier run once held."""
         run_dir = new_run_dir(cfg, check=False)
-        self.lease = lease.acquire(run_dir)
+        if self.lease is None or self.lease.run_dir.resolve() != run_dir.resolve():
+            self.close()
+            self.lease = lease.acquire(run_dir)
         try:
             check_new(run_dir)  # checked under the lease: a live writer is reported before an earlier run
             return run_dir
@@ -169,8 +158,12 @@ class Trainer:
 
     def _setup(self, cfg: Config, raw: dict) -> None:
         t, state = cfg.train, None
+        if dist.is_main():
+            prepare(self.run_dir, resume=bool(cfg.resume))
+        self.start_max_abs = ckpts.max_abs({k: dist.full(p.detach()) for k, p in self.named.items()})
         if cfg.resume:
             state = self._read_checkpoint()  # loads the trained weights before any sharding
+            self.start_max_abs = state.get("start_max_abs", self.start_max_abs)
         self.fsdp = dist.world_size() > 1 and (t.fsdp or os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true")
         if self.fsdp:
             dist.shard(self.generator)
@@ -184,37 +177,40 @@ class Trainer:
             self._restore(state)
         self.metrics_path = self.run_dir / "metrics.jsonl"
         if dist.is_main():
-            from omegaconf import OmegaConf
-
-            atomic_write_text(self.run_dir / "config.yaml", OmegaConf.to_yaml(raw))
+            write_config(self.run_dir, raw, bool(cfg.resume), self.start)
             environment.record(self.run_dir, self.start)  # env.json: versions, commit; kept (and compared) on resume
         self.logger = LOGGERS.build(cfg.logger.name, run_dir=self.run_dir, run_id=self.run_dir.name, config=raw,
-                                    project=cfg.logger.project, mode=cfg.logger.mode) if dist.is_main() else LOGGERS.build("none")
+                                    project=cfg.logger.project, mode=cfg.logger.mode,
+                                    **tracking_fields(cfg)) if dist.is_main() else LOGGERS.build("none")
 
     # -- checkpoints -------------------------------------------------------------------------------
-    def _save(self, iteration: int) -> None:
-        """Collective when sharded (every rank gathers the whole weights); rank 0 writes ``last.pt``."""
+    def _save(self, iteration: int, record: Optional[dict] = None) -> None:
+        """Collective when sharded (every rank gathers the whole weights); rank 0 writes ``last.pt`` (the one
+        before becomes ``prev.pt``). A checkpoint that breaks the good-checkpoint rule (``vipo.checkpoints``) is
+        not written: the run stops with ``DivergedError`` and keeps its last good checkpoint."""
         trainable = {k: dist.full(p.detach()).cpu() for k, p in self.named.items()}
         ema = self.ema.state_dict() if self.ema else None
         reference = self.reference.state_dict() if self.reference else None
-        if self.fsdp:  # optimizer state stays sharded: one file per rank, written before last.pt
-            atomic_torch_save(self.run_dir / f"checkpoints/optim_rank{dist.rank()}.pt",
-                              {"iteration": iteration, "optimizer": self.optimizer.state_dict()})
+        state = {"iteration": iteration, "trainable": trainable, "scheduler": self.scheduler.state_dict(),
+                 "optimizer": None if self.fsdp else self.optimizer.state_dict(), "ema": ema,
+                 "reference": reference, "world_size": dist.world_size(), "fsdp": self.fsdp,
+                 "start_max_abs": self.start_max_abs}
+        why = ckpts.problem(state, record)  # every rank holds the same weights and record: all decide alike
+        if why:
+            raise ckpts.DivergedError(f"not saving the checkpoint of iteration {iteration}: {why}; {self._ckpt_note()}")
+        if self.fsdp:  # optimizer state stays sharded: one file per rank (and the one before), written before last.pt
+            shard = self.run_dir / f"checkpoints/optim_rank{dist.rank()}.pt"
+            before = shard.with_suffix(".prev.pt")
+            atomic_torch_save(shard, {"iteration": iteration, "optimizer": self.optimizer.state_dict()},
+                              before_replace=lambda: os.replace(shard, before) if shard.exists() else None)
             dist.barrier()
         if not dist.is_main():
             return
-        state = {"iteration": iteration, "trainable": trainable, "scheduler": self.scheduler.state_dict(),
-                 "optimizer": None if self.fsdp else self.optimizer.state_dict(), "ema": ema,
-                 "reference": reference, "world_size": dist.world_size(), "fsdp": self.fsdp}
-        atomic_torch_save(self.run_dir / CHECKPOINT, state)
-        if self.cfg.train.keep_checkpoints:
-            atomic_torch_save(self.run_dir / f"checkpoints/iter_{iteration:05d}.pt", state)
+        ckpts.save(self.run_dir, state, keep_iteration=self.cfg.train.keep_checkpoints)
 
     def _read_checkpoint(self) -> dict:
-        path = self.run_dir / CHECKPOINT
-        if not path.exists():
-            raise FileNotFoundError(f"cannot resume: no checkpoint at {path}")
-        state = torch.load(path, map_location="cpu", weights_only=False)
+        """The newest good checkpoint (``last.pt``, else ``prev.pt`` with a message): its weights loaded."""
+        state, path = ckpts.load_good(self.run_dir, quiet=not dist.is_main())
         load_trainable(self.named, state["trainable"], path)
         return state
 
@@ -223,8 +219,10 @@ class Trainer:
             if state.get("world_size") != dist.world_size() or not self.fsdp:
                 raise ValueError(f"{self.run_dir} was saved by a sharded run on {state.get('world_size')} processes; "
                                  "resume it with the same launch configuration")
-            shard = torch.load(self.run_dir / f"checkpoints/optim_rank{dist.rank()}.pt", map_location="cpu",
-                               weights_only=False)
+            path = self.run_dir / f"checkpoints/optim_rank{dist.rank()}.pt"
+            shard = torch.load(path, map_location="cpu", weights_only=False)
+            if shard["iteration"] != state["iteration"] and path.with_suffix(".prev.pt").exists():
+                shard = torch.load(path.with_suffix(".prev.pt"), map_location="cpu", weights_only=False)
             if shard["iteration"] != state["iteration"]:
                 raise ValueError(f"{self.run_dir}: optimizer shard of rank {dist.rank()} is from iteration "
                                  f"{shard['iteration']}, the checkpoint from {state['iteration']}")
@@ -317,7 +315,9 @@ class Trainer:
 
     def _ckpt_note(self) -> str:
         path = self.run_dir / CHECKPOINT
-        return f"the run stopped; last good checkpoint: {path}" if path.exists() else "the run stopped before any checkpoint"
+        if path.exists():
+            return f"the run stopped; last good checkpoint: {path} (a re-run resumes from it)"
+        return "the run stopped before its first checkpoint (a re-run starts it over)"
 
     # -- evaluation --------------------------------------------------------------------------------
     def evaluate(self, it: int) -> dict:
@@ -347,17 +347,22 @@ class Trainer:
     def _run(self) -> dict:
         cfg, t = self.cfg, self.cfg.train
         t0 = time.perf_counter()
-        if self.start >= t.iterations and (self.run_dir / "summary.json").exists():
+        done = read_summary(self.run_dir) if self.start >= t.iterations else None  # an unreadable one is rewritten
+        if done is not None:
             print(f"[vipo] {self.run_dir} is already complete", flush=True)
-            return json.loads((self.run_dir / "summary.json").read_text())
+            self.logger.finish()
+            return done
         if dist.is_main():
             print(f"[vipo] run folder: {self.run_dir}  ({cfg.generator.name}, reward={cfg.reward.name}, "
-                  f"advantage={cfg.advantage.mode}, map={cfg.psm.source}:{cfg.backbone.name})", flush=True)
+                  f"advantage={cfg.advantage.mode}, map={cfg.psm.source}:{cfg.backbone.name}, "
+                  f"threads={self.threads} [{self.threads_why}])", flush=True)
         due = due_iterations(cfg.eval.every, cfg.eval.schedule, t.iterations)
         if self.start == 0 and 0 in due:
             baseline = self.evaluate(-1)
             if dist.is_main():
                 append_jsonl(self.metrics_path, {"iteration": -1, **baseline})
+                self.logger.log(baseline, step=-1)
+                self._log_images(-1)
         last_eval: dict = {}
         for it in range(self.start, t.iterations):
             record, images, maps = self.iteration(it)
@@ -375,16 +380,18 @@ class Trainer:
                     self.lease.check()  # taken over while this process stalled: stop writing
                 append_jsonl(self.metrics_path, record)
                 self.logger.log(record, step=it)
+                if evaluated:
+                    self._log_images(it)
                 if it % t.log_every == 0 or final:
                     self._print(record, t.iterations)
             saved = final or (it + 1) % t.checkpoint_every == 0
             if saved:
-                self._save(it)
+                self._save(it, record)
             if evaluated and self.on_eval is not None:
                 self.on_eval(it, last_eval)
             if not final and stop.requested(self.device):  # time limit / preemption: checkpoint, then exit
                 if not saved:
-                    self._save(it)
+                    self._save(it, record)
                 if dist.is_main():
                     print(f"[vipo] stop requested: checkpoint saved after iteration {it + 1}/{t.iterations}; "
                           f"resume={self.run_dir} continues", flush=True)
@@ -394,15 +401,24 @@ class Trainer:
         summary = self._summary(last_eval, time.perf_counter() - t0)
         if dist.is_main():
             atomic_write_json(self.run_dir / "summary.json", summary)
-            self.logger.finish()
+            (self.run_dir / "failed.json").unlink(missing_ok=True)  # an earlier attempt's failure is now history
+            self.logger.finish(summary)
             print(f"[vipo] done: {self.run_dir}/summary.json", flush=True)
         return summary
+
+    def _log_images(self, it: int) -> None:
+        """The sample and map grids written at evaluation ``it`` go to the tracker too."""
+        what = f"iteration {it}" if it >= 0 else "before training"
+        self.logger.log_images({"samples": (self.run_dir / f"images/samples_it{it:05d}.png", f"samples, {what}"),
+                                "maps": (self.run_dir / f"images/maps_it{it:05d}.png", f"maps, {what}")}, step=it)
 
     def _print(self, r: dict, total: int) -> None:
         ev = "  ".join(f"{k[5:]} {v:.3f}" for k, v in r.items()
                        if k.startswith("eval/") and not k.startswith(("eval/reward_", "eval/reward_std")))
-        print(f"[vipo] it {r['iteration'] + 1:4d}/{total}  reward {r['reward_mean']:.4f} ± {r['reward_std']:.4f}  "
-              f"clipfrac {r['clipfrac']:.3f}  kl {r['approx_kl']:.1e}  |  {r['time_iter']:.2f}s "
+        # the iteration number of metrics.jsonl and the image files (0-based), then how many of the total are done
+        print(f"[vipo] it {r['iteration']:4d} ({r['iteration'] + 1}/{total})  "
+              f"reward {r['reward_mean']:.4f} ± {r['reward_std']:.4f}  clipfrac {r['clipfrac']:.3f}  "
+              f"kl {r['approx_kl']:.1e}  |  {r['time_iter']:.2f}s "
               f"(sample {r['time_sample']:.2f} reward {r['time_reward']:.2f} map {r['time_map']:.2f} "
               f"update {r['time_update']:.2f})" + (f"  |  eval: {ev}" if ev else ""), flush=True)
 
@@ -429,7 +445,10 @@ def run(cfg: Config, raw: Optional[dict] = None) -> dict:
         return trainer.run()
     except NonFiniteError as e:
         if dist.is_main():
-            atomic_write_json(trainer.run_dir / "failed.json", {"error": str(e)})
+            last = trainer.run_dir / CHECKPOINT
+            atomic_write_json(trainer.run_dir / "failed.json",
+                              {"error": str(e), "time": datetime.now().isoformat(timespec="seconds"),
+                               "last_good_checkpoint": str(last) if last.exists() else None})
         raise
 
 
@@ -441,13 +460,13 @@ def load_run_generator(run_dir: str | Path, use_ema: bool = True, device: str = 
     from vipo.config import validate
 
     run_dir = Path(run_dir)
-    for need in ("config.yaml", CHECKPOINT):
-        if not (run_dir / need).exists():
-            raise FileNotFoundError(f"{run_dir} is not a finished or checkpointed run: {run_dir / need} is missing")
+    if not (run_dir / "config.yaml").exists() or not ckpts.exists(run_dir):
+        raise FileNotFoundError(f"{run_dir} is not a finished or checkpointed run: "
+                                f"{run_dir / ('config.yaml' if ckpts.exists(run_dir) else CHECKPOINT)} is missing")
     cfg = validate(OmegaConf.to_container(OmegaConf.load(run_dir / "config.yaml"), resolve=True))
     dev = resolve_device(device)
     generator = build_on(GENERATORS, cfg.generator, dev)
-    state = torch.load(run_dir / CHECKPOINT, map_location="cpu", weights_only=False)
+    state, path = ckpts.load_good(run_dir)
     weights = state["ema"] if use_ema and state.get("ema") else state["trainable"]
-    load_trainable({n: p for n, p in generator.named_parameters() if p.requires_grad}, weights, run_dir / CHECKPOINT)
+    load_trainable({n: p for n, p in generator.named_parameters() if p.requires_grad}, weights, path)
     return generator.eval(), cfg

@@ -40,11 +40,12 @@ class Job:
     args: list[str] = field(default_factory=list)  # overrides of a fresh start
     resumable: bool = True  # a checkpoint in run_dir turns the command into ``resume=<run_dir>``
     done_file: str | None = "summary.json"  # the file whose presence means the job's work is done
+    resume_args: list[str] = field(default_factory=list)  # added to ``resume=<run_dir>`` (e.g. this call's tracker)
 
     def command(self) -> list[str]:
         """Decided when the job starts (a requeued job resumes from the checkpoint its first part left)."""
         if self.resumable and (Path(self.run_dir) / "checkpoints" / "last.pt").exists():
-            return [*self.runner, f"resume={self.run_dir}"]
+            return [*self.runner, f"resume={self.run_dir}", *self.resume_args]
         return [*self.runner, *self.args]
 
     def done(self) -> bool:

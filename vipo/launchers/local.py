@@ -28,13 +28,14 @@ class LocalLauncher:
     name = "local"
     waits_for_leased = True  # a run leased by another live process is waited for, then counted or continued
 
-    def __init__(self, workers: int = 1, threads: int = 1):
+    def __init__(self, workers: int = 1, threads: int | None = None):
         if int(workers) < 1:
             from vipo.config import ConfigError
 
             raise ConfigError(f"config error: workers={workers}: needs at least 1")
         self.workers = int(workers)  # runs at a time
-        self.threads = int(threads)  # CPU threads per run (OMP_NUM_THREADS)
+        # CPU threads per run (OMP_NUM_THREADS); default one when several run at once, else train.threads decides
+        self.threads = int(threads) if threads else (1 if self.workers > 1 else None)
 
     def describe(self) -> str:
         return f"{self.workers} at a time"
@@ -63,7 +64,9 @@ class LocalLauncher:
         when this process dies."""
         from vipo import lease
 
-        env = {**os.environ, "OMP_NUM_THREADS": str(self.threads), "MKL_NUM_THREADS": str(self.threads)}
+        env = {**os.environ, "VIPO_PARALLEL_RUNS": str(self.workers)}  # train.threads=0 (auto) reads it
+        if self.threads:
+            env.update(OMP_NUM_THREADS=str(self.threads), MKL_NUM_THREADS=str(self.threads))
         queued = now_iso()
         for job in jobs:  # the whole queue is visible to `status` (pending) while this pool lives
             write_job(job.run_dir, launcher=self.name, job_id="", pool_pid=os.getpid(), submitted=queued,
