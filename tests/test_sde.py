@@ -20,7 +20,7 @@ def one(value: float) -> torch.Tensor:
 
 # ----------------------------------------------------------------------------- hand-computed steps
 # x = 0.5, v = -1, sigma 0.6 -> 0.4 (dt = -0.2) unless stated; numbers worked out by hand from the
-# formulas in DESIGN.md §1 and written out here.
+# formulas in docs/DESIGN.md §1 and written out here.
 def test_flow_grpo_hand_step():
     # std_k = 0.5 sqrt(0.6 / 0.4) -> std_k^2 = 0.375; mean = 0.5 (1 - 0.0625) + (-1)(1 + 0.125)(-0.2)
     out = sde_step("flow_grpo", one(0.5), one(-1.0), 0.6, 0.4, 0.5, noise=one(1.0))

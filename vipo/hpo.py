@@ -1,4 +1,4 @@
-"""Optuna searches driven through the config composer (not hydra-optuna-sweeper, see DESIGN.md §5).
+"""Optuna searches driven through the config composer (not hydra-optuna-sweeper, see docs/DESIGN.md §5).
 
 A study spec (``sweeps/<name>.yaml``) names the search space (config key -> distribution), the metric
 (one ``eval/*`` key, or a weighted sum of several), its direction, the number of trials, the sampler, the

@@ -1,6 +1,6 @@
 """Colour and quality augmentations for the toy classifiers (the judge must survive GRPO's drift).
 
-A plain classifier drops to chance once images turn reddish (DESIGN section 6), so training sees tints,
+A plain classifier drops to chance once images turn reddish (docs/DESIGN.md §6), so training sees tints,
 tinted backgrounds, per-channel gains, reddening, channel swaps, grey-scale, noise, blur and contrast
 changes. Shape labels survive all of them; the colour label is kept only where the object's colour
 name is still meaningful (mild tints, gains, background tints, noise, blur), and ``colour_valid`` marks

@@ -80,7 +80,7 @@ class ToyClassifier(nn.Module):
 
 # ------------------------------------------------------------------------------------------- generator
 def build_unet(resolution: int = 32, num_class_embeds: int = NULL_CLASS + 1, channels=(32, 64, 64)):
-    """The 1.1M-parameter class-conditional UNet of DESIGN section 6 (diffusers ``UNet2DModel``)."""
+    """The 1.1M-parameter class-conditional UNet of docs/DESIGN.md §6 (diffusers ``UNet2DModel``)."""
     from diffusers import UNet2DModel
 
     return UNet2DModel(

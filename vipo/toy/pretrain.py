@@ -8,7 +8,7 @@
 Cost: ~0.8 CPU-seconds per step at 32x32 (bf16, one thread), so the 3000 steps take ~25 min on two
 idle cores and took 50 min on our shared 2-core machine (see ``weights/MODEL_CARD.md``).
 
-Objective (DESIGN section 1 and 6): x_t = (1 - t) x0 + t eps with x0 the image in [-1, 1], the network
+Objective (docs/DESIGN.md §1 and §6): x_t = (1 - t) x0 + t eps with x0 the image in [-1, 1], the network
 predicts the velocity v = eps - x0; t ~ logit-normal(0, 1); the prompt's class label is replaced by the
 null class 10% of the time (classifier-free guidance). AdamW with linear warm-up then cosine decay to 10%,
 EMA of the weights (decay ramps up to 0.999); the forward pass runs under bf16 autocast by default

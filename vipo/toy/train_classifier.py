@@ -3,7 +3,7 @@
     python -m vipo.toy.train_classifier --role backbone   # width 32, seed 0  (~2-4 min on 1-2 cores)
     python -m vipo.toy.train_classifier --role judge      # width 48, seed 1
 
-Two instances on purpose (DESIGN section 6): the network that builds the perceptual maps must not be the
+Two instances on purpose (docs/DESIGN.md §6): the network that builds the perceptual maps must not be the
 one that judges the result, or the evaluation would be circular. They differ in width, initialisation
 and data stream (seeded by ``--seed``); both see the colour augmentations of ``vipo.toy.augment`` so
 that a reddened or tinted image of a triangle is still a triangle. The held-out test set is rendered
