@@ -8,7 +8,7 @@ export TOKENIZERS_PARALLELISM = false
 export OMP_WAIT_POLICY ?= PASSIVE   # idle OpenMP threads sleep instead of spinning on a busy 2-core machine
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: setup demo test test-slow test-all tables bench bench-gpu check-scorers scorer-fixtures ref-env ref-lock clean lock
+.PHONY: setup demo test test-slow test-all test-slurm tables bench bench-gpu check-scorers scorer-fixtures ref-env ref-lock clean lock
 .PHONY: vbench-env check-vbench vbench-fixture
 
 # .venv is built from the lock (requirements/lock.txt: every package pinned, made by `make lock` from pyproject.toml's
@@ -53,6 +53,19 @@ test-slow: setup  ## only the slow tests (pretraining, PostgreSQL, long runs)
 
 test-all: setup
 	$(PYTHON) -m pytest -m "slow or not slow"
+
+# A real single-node SLURM (Debian packages, installed on first use; root only): start it, run the SLURM tests, stop
+# every daemon it started. Where SLURM cannot start (not root, no apt) it says so in one line and succeeds.
+SLURM_DIR ?= /tmp/vipo-slurm
+test-slurm: setup  ## the launcher tests against a real SLURM (array jobs, status, requeue, 2 tasks, Optuna on PostgreSQL)
+	@export VIPO_SLURM_DIR=$(SLURM_DIR); started=0; \
+	if ! bash checks/slurm_cluster.sh running; then \
+	  bash checks/slurm_cluster.sh start; rc=$$?; \
+	  if [ $$rc = 3 ]; then echo "test-slurm: skipped (SLURM cannot start here)"; exit 0; fi; \
+	  [ $$rc = 0 ] || exit $$rc; started=1; fi; \
+	SLURM_CONF=$(SLURM_DIR)/slurm.conf VIPO_TEST_SLURM=1 $(PYTHON) -m pytest -m slurm -p no:cacheprovider --basetemp=$(SLURM_DIR)-tests \
+	    tests/test_launchers.py tests/test_slurm.py; rc=$$?; \
+	if [ $$started = 1 ]; then bash checks/slurm_cluster.sh stop; fi; exit $$rc
 
 RESULTS    ?= results
 TABLES_OUT ?= analysis/out

@@ -1,5 +1,5 @@
 """``python tests/run_tiny.py <overrides>``: train.py with the tiny test components registered.
-``python tests/run_tiny.py search <spec.yaml> <overrides>`` runs an Optuna worker instead;
+``python tests/run_tiny.py search <spec.yaml> <root> [--storage URL] <overrides>`` runs an Optuna worker instead;
 ``python tests/run_tiny.py sweep <ablation> <root> <seeds> <workers> <overrides>`` runs a sweep whose cells run
 through this script (exit 1 when a run failed, as ``sweep.py`` does)."""
 
@@ -10,13 +10,9 @@ from vipo.cli import main
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["search"]:
-        from pathlib import Path
+        from vipo.hpo import main as search_worker
 
-        from vipo.hpo import run_search
-
-        spec, root, *extra = sys.argv[2:]
-        run_search(spec, extra, root=Path(root))
-        sys.exit(0)
+        sys.exit(search_worker(sys.argv[2:]))
     if sys.argv[1:2] == ["sweep"]:
         from pathlib import Path
 

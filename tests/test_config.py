@@ -9,7 +9,7 @@ from vipo.config import CONFIG_DIR, ConfigError, load
 
 # vbench/: eval presets of python -m vipo.eval metrics=[vbench], not a training group (tests/test_vbench_suite.py)
 GROUPS = sorted(p.name for p in CONFIG_DIR.iterdir()
-                if p.is_dir() and p.name not in ("ablation", "accelerate", "study", "vbench"))
+                if p.is_dir() and p.name not in ("ablation", "accelerate", "study", "vbench", "launcher"))
 
 
 def group_files():

@@ -3,9 +3,7 @@ PostgreSQL storage in a slow test when a server can be started here."""
 
 import json
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -38,7 +36,7 @@ def write_spec(tmp_path: Path, n_trials: int, storage: str | None = None) -> Pat
 
 
 def worker(spec: Path, root: Path) -> subprocess.Popen:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(HERE)}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(HERE.parent), str(HERE)])}
     return subprocess.Popen([sys.executable, str(HERE / "run_tiny.py"), "search", str(spec), str(root)], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
@@ -93,48 +91,14 @@ def test_two_workers_share_one_sqlite_study_and_resume_after_kill(tmp_path):
     assert "trials finished" in out
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_postgresql_storage(tmp_path):
-    initdb = shutil.which("initdb") or next(iter(sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))), None)
-    if initdb is None:
-        pytest.skip("no PostgreSQL server binaries (initdb) on this machine")
-    try:
-        import psycopg2  # noqa: F401
-    except ImportError:
-        pytest.skip("psycopg2 is not installed (pip install psycopg2-binary)")
-    import tempfile
+    from slurm_env import postgres_server
 
-    bindir = Path(initdb).resolve().parent
-    pg_root = Path(tempfile.mkdtemp(prefix="vipo-pg-"))  # under /tmp: reachable by the postgres user
-    data, port = pg_root / "data", _free_port()
-    as_user = []
-    if os.geteuid() == 0:  # PostgreSQL refuses to run as root
-        if shutil.which("runuser") is None or subprocess.run(["id", "postgres"], capture_output=True).returncode:
-            pytest.skip("running as root without a 'postgres' user to start the server")
-        as_user = ["runuser", "-u", "postgres", "--"]
-        os.chmod(pg_root, 0o777)
-    init = subprocess.run([*as_user, str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "vipo"],
-                          capture_output=True, text=True)
-    assert init.returncode == 0, init.stderr
-    start = subprocess.run([*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-o", f"-p {port} -k {pg_root}",
-                            "-l", str(pg_root / "pg.log"), "-w", "start"], capture_output=True, text=True)
-    assert start.returncode == 0, start.stderr + start.stdout
-    try:
-        subprocess.run([str(bindir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "vipo", "optuna"],
-                       check=True, capture_output=True)
-        url = f"postgresql+psycopg2://vipo@127.0.0.1:{port}/optuna"
+    with postgres_server() as url:
         spec_path, root = write_spec(tmp_path, n_trials=4, storage=url), tmp_path / "optuna"
         a, b = worker(spec_path, root), worker(spec_path, root)
         out_a, _ = a.communicate(timeout=600)
         out_b, _ = b.communicate(timeout=600)
         assert a.returncode == 0 and b.returncode == 0, out_a + out_b
         assert finished(build_study(StudySpec(**{**load_spec(str(spec_path)).__dict__}), root)) >= 4
-    finally:
-        subprocess.run([*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "stop"], capture_output=True)
-        shutil.rmtree(pg_root, ignore_errors=True)

@@ -39,6 +39,9 @@ def parse(argv: Sequence[str]):
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    from vipo import stop
+
+    stop.install()  # first: a cluster's time-limit signal must not kill the run before it can checkpoint
     show = "--cfg" in argv
     argv = [a for a in argv if a != "--cfg"]
     if "-h" in argv or "--help" in argv:
@@ -68,6 +71,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     try:
         run(cfg, raw)
+    except stop.StopRequested as e:
+        print(f"[vipo] {e}", flush=True)
+        return stop.STOPPED
     except LeaseHeld as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_HELD

@@ -209,16 +209,21 @@ def finished(study) -> int:
     return len(study.get_trials(deepcopy=False, states=states))
 
 
-def run_search(name: str, extra: Sequence[str] = (), root: Path | None = None, n_trials: Optional[int] = None) -> dict:
-    """Run (or resume) a study in this process until it has ``n_trials`` finished trials; returns the best."""
+def run_search(name: str, extra: Sequence[str] = (), root: Path | None = None, n_trials: Optional[int] = None,
+               storage: Optional[str] = None) -> dict:
+    """Run (or resume) a study in this process until it has ``n_trials`` finished trials; returns the best.
+    ``storage`` (a SQLAlchemy URL) replaces the spec's."""
     import optuna
 
-    from vipo import lease
+    from vipo import lease, stop
     from vipo.train import Trainer
 
+    stop.install()  # a cluster's time-limit signal ends the current trial's run cleanly (the trial is retried)
     spec = load_spec(name)
     if n_trials is not None:
         spec.n_trials = n_trials
+    if storage:
+        spec.storage = storage
     root = Path(root or ROOT / "results" / "optuna")
     load([*spec.base, *extra])  # fail fast on a bad base config, before any trial starts
     study = build_study(spec, root)
@@ -310,3 +315,54 @@ def print_trials(name: str, root: Path | None = None) -> None:
     if not df.empty:
         print(df.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     print(f"[search] browse them: optuna-dashboard {df.attrs['storage']}   (pip install -e '.[dashboard]')")
+
+
+def submit_search(name: str, extra: Sequence[str] = (), root: Path | None = None, workers: int = 1, launcher=None,
+                  n_trials: Optional[int] = None, storage: Optional[str] = None,
+                  runner: Optional[Sequence[str]] = None) -> list:
+    """Start ``workers`` search workers through a launcher (on SLURM: one array job of ``workers`` tasks), all on
+    the spec's RDB storage; each runs trials until the study has ``n_trials`` finished ones. Worker logs and job
+    records live in ``<root>/<name>_workers/w<i>/``. Returns what the launcher returns."""
+    import sys
+
+    from vipo.launchers import Job, dispatch
+    from vipo.launchers.local import LocalLauncher
+
+    launcher = launcher or LocalLauncher(workers=workers)
+    spec = load_spec(name)
+    url = storage or spec.storage
+    if getattr(launcher, "name", "local") != "local" and (url is None or url.startswith("sqlite")):
+        raise ConfigError(f"config error: search {spec.name}: storage {url or 'sqlite (the default)'} is a file that "
+                          f"workers on other nodes cannot share; launcher={launcher.name} needs a database server, "
+                          "e.g. storage=postgresql://user@host/db")
+    load([*spec.base, *extra])  # fail fast on a bad base config, before any job is submitted
+    root = Path(root or ROOT / "results" / "optuna")
+    runner = list(runner or [sys.executable, "-m", "vipo.hpo"])
+    args = [str(name), str(root), *(["--storage", url] if url else []),
+            *(["--trials", str(n_trials)] if n_trials else []), *extra]
+    jobs = [Job(root / f"{spec.name}_workers" / f"w{i}", runner, args, resumable=False, done_file=None)
+            for i in range(workers)]
+    return dispatch(jobs, launcher, f"search {spec.name} ({workers} workers)", root)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """``python -m vipo.hpo <spec> <root> [--storage URL] [--trials N] [overrides]``: one search worker."""
+    import sys
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    spec, root, *rest = argv
+    opts = {}
+    while rest[:1] and rest[0] in ("--storage", "--trials"):
+        opts[rest[0][2:]] = rest[1]
+        rest = rest[2:]
+    try:
+        run_search(spec, rest, root=Path(root), n_trials=int(opts["trials"]) if "trials" in opts else None,
+                   storage=opts.get("storage"))
+    except ConfigError as e:
+        print(str(e), file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

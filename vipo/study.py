@@ -24,8 +24,7 @@ from pathlib import Path
 from typing import Sequence
 
 from vipo.config import CONFIG_DIR, ConfigError, load, read_yaml, unknown_name
-from vipo.sweep import (ROOT, Cell, _check_same_config, _fmt, adapt, expand_cells, launch, load_ablation,
-                        resume_or_start)
+from vipo.sweep import ROOT, Cell, _check_same_config, _fmt, adapt, default_runner, expand_cells, launch, load_ablation
 
 STUDY_KEYS = {"name", "title", "root", "world", "rewards", "parts", "analysis", "claims", "confirmatory"}
 PART_KEYS = {"ablation", "seeds", "rewards", "cells"}
@@ -91,8 +90,15 @@ def _key(raw: dict) -> str:
     return hashlib.sha1(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def study_root(spec: dict, root: Path | None = None) -> Path:
-    return Path(root or ROOT / spec.get("root", f"results/studies/{spec['name']}"))
+def study_root(spec: dict, root: Path | None = None, results: Path | None = None) -> Path:
+    """``root`` if given; else the study file's ``root`` (default ``results/studies/<name>``), under ``results``
+    instead of the project's ``results/`` folder when ``results_root=`` names one."""
+    if root:
+        return Path(root)
+    rel = Path(spec.get("root", f"results/studies/{spec['name']}"))
+    if results is None:
+        return ROOT / rel
+    return Path(results) / (rel.relative_to("results") if rel.parts[:1] == ("results",) else rel.name)
 
 
 def plan_study(name: str | Path, extra: Sequence[str] = (), root: Path | None = None,
@@ -198,14 +204,39 @@ def write_index(root: Path, index: list[dict]) -> Path:
     return path
 
 
+def select_parts(spec: dict, runs: list[StudyRun], only_parts: Sequence[str] | None) -> list[StudyRun]:
+    if not only_parts:
+        return runs
+    known = [p["ablation"] for p in spec["parts"]]
+    unknown = [p for p in only_parts if p not in known]
+    if unknown:
+        raise ConfigError(f"config error: study {spec['name']} has no part(s) {unknown}; its parts: {known}")
+    return [r for r in runs if any(abl in only_parts for abl, _ in r.members)]
+
+
+def study_jobs(name: str | Path, extra: Sequence[str] = (), root: Path | None = None,
+               runner: Sequence[str] | None = None, seeds_cap: int | None = None,
+               only_parts: Sequence[str] | None = None) -> tuple[list, list[StudyRun]]:
+    """The launcher jobs of the study's runs (``vipo.launchers.Job``), in running order, and the runs."""
+    from vipo.sweep import cell_jobs
+
+    spec = load_study(name)
+    runs, _ = plan_study(name, extra, study_root(spec, root), seeds_cap)
+    runs = select_parts(spec, runs, only_parts)
+    by_cell = {id(r.cell): r for r in runs}
+    return cell_jobs([r.cell for r in runs], lambda c: [*c.overrides, *_run_args(by_cell[id(c)], spec["name"])],
+                     runner or default_runner()), runs
+
+
 def run_study(name: str | Path, extra: Sequence[str] = (), workers: int = 1, root: Path | None = None,
               threads: int | None = None, runner: Sequence[str] | None = None, seeds_cap: int | None = None,
-              only_parts: Sequence[str] | None = None) -> list[StudyRun]:
-    """Run every unfinished run of the study (resuming started ones); returns the runs launched.
+              only_parts: Sequence[str] | None = None, launcher=None) -> list[StudyRun]:
+    """Run every unfinished run of the study (resuming started ones) through ``launcher`` (default: the local
+    pool with ``workers``); returns the runs launched.
 
     ``only_parts`` (ablation names) runs just the runs those parts need (a run shared with another part counts);
     the index still lists the whole study, so tables show what is missing."""
-    runner = list(runner or [sys.executable, str(ROOT / "train.py")])
+    runner = list(runner or default_runner())
     spec = load_study(name)
     root = study_root(spec, root)
     if spec.get("confirmatory"):  # pre-registered: runs only against the frozen plan (vipo/confirm.py)
@@ -217,20 +248,12 @@ def run_study(name: str | Path, extra: Sequence[str] = (), workers: int = 1, roo
     shared = len(index) - len(runs)
     print(f"[study] {spec['name']}: {len(index)} (reward, ablation, cell, seed) entries -> {len(runs)} unique runs "
           f"({shared} shared between ablation files) under {root}", flush=True)
-
     if only_parts:
-        known = [p["ablation"] for p in spec["parts"]]
-        unknown = [p for p in only_parts if p not in known]
-        if unknown:
-            raise ConfigError(f"config error: study {spec['name']} has no part(s) {unknown}; its parts: {known}")
-        runs = [r for r in runs if any(abl in only_parts for abl, _ in r.members)]
+        runs = select_parts(spec, runs, only_parts)
         print(f"[study] parts {list(only_parts)}: {len(runs)} of those runs", flush=True)
     by_cell = {id(r.cell): r for r in runs}
-
-    def command(cell: Cell) -> list[str]:
-        return resume_or_start(cell, runner, [*cell.overrides, *_run_args(by_cell[id(cell)], spec["name"])])
-
-    launch([r.cell for r in runs], command, workers, threads, label=f"study {spec['name']}")
+    launch([r.cell for r in runs], lambda c: [*c.overrides, *_run_args(by_cell[id(c)], spec["name"])], runner,
+           launcher, workers, threads, label=f"study {spec['name']}", root=root)
     return runs
 
 

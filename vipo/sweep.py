@@ -4,8 +4,9 @@ An ablation file (``experiments/ablation/<name>.yaml``) lists cells, either by n
 of overrides) or as a product of axes (``axes:``, key -> values). Every (cell, seed) pair is one run folder
 ``results/sweeps/<ablation>/<experiment>/<cell>-s<seed>``. A finished cell (``summary.json`` exists) is skipped, a
 started one (checkpoint, no summary) is resumed, so re-running the same command after a crash finishes
-the grid. Cells run as subprocesses, ``workers`` at a time, one CPU thread each when several run at once. The
-table ``sweep.py`` prints at the end comes from the summaries (``analysis.report.sweep_table``).
+the grid. Cells run through a launcher (``vipo.launchers``): subprocesses, ``workers`` at a time, one CPU thread
+each when several run at once (``local``), or one SLURM array job (``slurm``). The table ``sweep.py`` prints at
+the end comes from the summaries (``analysis.report.sweep_table``).
 """
 
 from __future__ import annotations
@@ -140,11 +141,12 @@ def cell_overrides(cell: Cell, ablation: str, root: Path, extra: Sequence[str]) 
             f"run_id={cell.name}-s{cell.seed}", f"+tags.ablation={ablation}", f"+tags.cell={cell.name}"]
 
 
-def default_root(ablation: str, extra: Sequence[str] = ()) -> Path:
-    """``results/sweeps/<ablation>/<experiment>``: the same ablation on another experiment gets its own folder."""
+def default_root(ablation: str, extra: Sequence[str] = (), results: Path | None = None) -> Path:
+    """``<results>/sweeps/<ablation>/<experiment>`` (``results/`` of the project unless ``results_root=`` names
+    another folder): the same ablation on another experiment gets its own folder."""
     spec = load_ablation(ablation)
     cfg, _ = load([*(spec.get("base") or []), *extra])
-    return ROOT / "results" / "sweeps" / ablation / cfg.experiment
+    return Path(results or ROOT / "results") / "sweeps" / ablation / cfg.experiment
 
 
 def plan(ablation: str, seeds: Sequence[int], extra: Sequence[str], root: Path | None = None) -> list[Cell]:
@@ -212,136 +214,49 @@ def logger_args(raw: dict) -> list[str]:
     return [f"logger.{k}={fmt(v)}" for k, v in (raw.get("logger") or {}).items()]
 
 
-def _command(cell: Cell, ablation: str, extra: Sequence[str], runner: Sequence[str]) -> list[str]:
-    return resume_or_start(cell, runner, cell_overrides(cell, ablation, cell.run_dir.parent, extra))
+def cell_jobs(cells: Sequence[Cell], args_of, runner: Sequence[str]) -> list:
+    """One launcher ``Job`` per cell: ``runner`` with the cell's overrides (``args_of(cell)``), or
+    ``resume=<run_dir>`` (and this invocation's tracker) once the run folder holds a checkpoint."""
+    from vipo.launchers import Job
+
+    return [Job(c.run_dir, list(runner), list(args_of(c)), resume_args=logger_args(c.raw)) for c in cells]
+
+
+def launch(cells: Sequence[Cell], args_of, runner: Sequence[str], launcher=None, workers: int = 1,
+           threads: int | None = None, label: str = "sweep", root: Path | None = None) -> list:
+    """Hand every cell without a ``summary.json`` that is not pending or running elsewhere to ``launcher`` (default:
+    the local pool, ``workers`` at a time, ``threads`` CPU threads each, output in ``<run_dir>/train.log``). The local
+    pool returns the jobs that failed, the SLURM launcher the jobs it submitted (those that failed with wait=true).
+    Each cell's ``status`` is set to done / failed for the local pool."""
+    from vipo.launchers import dispatch
+    from vipo.launchers.local import LocalLauncher
+
+    launcher = launcher or LocalLauncher(workers, threads)
+    root = root or (cells[0].run_dir.parent if cells else Path("."))
+    out = dispatch(cell_jobs(cells, args_of, runner), launcher, label, root)
+    if launcher.name == "local":
+        bad = {str(j.run_dir) for j in out}
+        for c in cells:
+            c.status = "failed" if str(c.run_dir) in bad else "done" if (c.run_dir / "summary.json").exists() else ""
+    return out
+
+
+def default_runner() -> list[str]:
+    return [sys.executable, str(ROOT / "train.py")]
+
+
+def sweep_jobs(ablation: str, seeds: Sequence[int], extra: Sequence[str] = (), root: Path | None = None,
+               runner: Sequence[str] | None = None) -> list:
+    cells = plan(ablation, seeds, extra, root)
+    return cell_jobs(cells, lambda c: cell_overrides(c, ablation, c.run_dir.parent, extra), runner or default_runner())
 
 
 def run_sweep(ablation: str, seeds: Sequence[int], extra: Sequence[str] = (), workers: int = 1,
-              root: Path | None = None, threads: int | None = None, runner: Sequence[str] | None = None) -> list[Cell]:
+              root: Path | None = None, threads: int | None = None, runner: Sequence[str] | None = None,
+              launcher=None) -> list[Cell]:
     """Run every unfinished cell; ``runner`` is the command line that trains one cell (default: train.py)."""
-    runner = list(runner or [sys.executable, str(ROOT / "train.py")])
+    runner = list(runner or default_runner())
     cells = plan(ablation, seeds, extra, root)
-    launch(cells, lambda c: _command(c, ablation, extra, runner), workers, threads, label=ablation)
+    launch(cells, lambda c: cell_overrides(c, ablation, c.run_dir.parent, extra), runner, launcher, workers, threads,
+           label=ablation, root=Path(root or default_root(ablation, extra)))
     return cells
-
-
-def _die_with_parent(parent: int):
-    """``preexec_fn`` of a trainer: SIGTERM it when the sweep process dies, however it dies (Linux
-    ``PR_SET_PDEATHSIG``; elsewhere a re-run adopts surviving trainers through their leases)."""
-
-    def setup() -> None:
-        import ctypes
-        import signal
-
-        try:
-            ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM))  # 1 = PR_SET_PDEATHSIG
-        except (OSError, AttributeError):
-            return
-        if os.getppid() != parent:  # the parent died before prctl took effect
-            os.kill(os.getpid(), signal.SIGTERM)
-
-    return setup
-
-
-def launch(cells: Sequence[Cell], command, workers: int = 1, threads: int | None = None,
-           label: str = "sweep") -> list[Cell]:
-    """Run ``command(cell)`` (an argv) for every cell without a ``summary.json``, ``workers`` at a time, each with
-    ``threads`` CPU threads (default: one when several run at once, else what ``train.threads`` decides) and its
-    output in ``<run_dir>/train.log``. Returns the cells that failed.
-
-    A cell whose run folder is leased by a live process (another sweep, a trainer that outlived its sweep) is
-    "running elsewhere": it is not started but waited for, and counted by how it ends (a summary: done;
-    ``failed.json`` written meanwhile: failed; neither, its holder gone: resumed here). Trainers get SIGTERM
-    when this process dies."""
-    from vipo import lease
-
-    if workers < 1:
-        raise ConfigError(f"config error: workers={workers}: needs at least 1")
-    threads = threads or (1 if workers > 1 else None)
-    from vipo.records import read_summary
-
-    todo = [c for c in cells if read_summary(c.run_dir) is None]  # an unreadable summary: the run is finished again
-    print(f"[sweep] {label}: {len(cells)} runs, {len(cells) - len(todo)} done, {len(todo)} to run "
-          f"({workers} at a time) -> {cells[0].run_dir.parent if cells else '-'}", flush=True)
-    env = {**os.environ, "VIPO_PARALLEL_RUNS": str(workers)}  # train.threads=0 (auto) reads it
-    if threads:
-        env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-    running: list[tuple[Cell, subprocess.Popen, Path]] = []
-    elsewhere: dict[int, tuple[Cell, float]] = {}  # id(cell) -> (cell, when first seen held elsewhere)
-    failed: list[Cell] = []
-    finished = 0
-    queue = list(todo)
-    started = time.time()
-
-    def held_elsewhere(cell: Cell) -> None:
-        info = lease.holder(cell.run_dir) or {}
-        elsewhere[id(cell)] = (cell, time.time())
-        print(f"[sweep] running elsewhere: {cell.run_dir.name} (held by {lease.describe(info)}); waiting for it",
-              flush=True)
-
-    def progress() -> str:
-        return f"  [{finished}/{len(todo)}, {(time.time() - started) / 60:.1f} min]"
-
-    try:
-        while queue or running or elsewhere:
-            while queue and len(running) < workers:
-                cell = queue.pop(0)
-                if lease.is_live(cell.run_dir):
-                    held_elsewhere(cell)
-                    continue
-                cell.run_dir.mkdir(parents=True, exist_ok=True)
-                log = cell.run_dir / "train.log"
-                with open(log, "a") as out:
-                    proc = subprocess.Popen(command(cell), cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                            preexec_fn=_die_with_parent(os.getpid()))
-                running.append((cell, proc, log))
-                print(f"[sweep] start {cell.run_dir.name}  (log: {log})", flush=True)
-            time.sleep(0.5)
-            for item in list(running):
-                cell, proc, log = item
-                if proc.poll() is None:
-                    continue
-                running.remove(item)
-                if proc.returncode == lease.EXIT_HELD:  # another process took the folder first
-                    held_elsewhere(cell)
-                    continue
-                if proc.returncode == lease.EXIT_EXISTS and not (cell.run_dir / "summary.json").exists():
-                    queue.append(cell)  # another process checkpointed it meanwhile and stopped: resume it
-                    continue
-                finished += 1
-                ok = proc.returncode in (0, lease.EXIT_EXISTS) and (cell.run_dir / "summary.json").exists()
-                cell.status = "done" if ok else "failed"
-                print(f"[sweep] {'done ' if ok else 'FAILED'} {cell.run_dir.name}"
-                      + ("" if ok else f" (exit {proc.returncode}; see {log})") + progress(), flush=True)
-                if not ok:
-                    failed.append(cell)
-            for key, (cell, since) in list(elsewhere.items()):
-                if lease.is_live(cell.run_dir):
-                    continue
-                del elsewhere[key]
-                fail = cell.run_dir / "failed.json"
-                if (cell.run_dir / "summary.json").exists():
-                    finished += 1
-                    cell.status = "done"
-                    print(f"[sweep] done  {cell.run_dir.name} (elsewhere)" + progress(), flush=True)
-                elif fail.exists() and fail.stat().st_mtime >= since - 1:
-                    finished += 1
-                    failed.append(cell)
-                    cell.status = "failed"
-                    print(f"[sweep] FAILED {cell.run_dir.name} (elsewhere; see {fail})" + progress(), flush=True)
-                else:  # its holder stopped without finishing: continue it here
-                    print(f"[sweep] {cell.run_dir.name}: its holder stopped before finishing; continuing it here",
-                          flush=True)
-                    queue.append(cell)
-    finally:
-        for _, proc, _ in running:  # interrupted (Ctrl-C, an error): stop the trainers this sweep started
-            if proc.poll() is None:
-                proc.terminate()
-        for _, proc, _ in running:
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-    if failed:
-        print(f"[sweep] {len(failed)} run(s) failed; re-run the same command to retry them", flush=True)
-    return failed

@@ -20,7 +20,7 @@ from typing import Callable, Optional
 import torch
 
 from vipo import checkpoints as ckpts
-from vipo import dist, environment, lease
+from vipo import dist, environment, lease, stop
 from vipo.advantage import redistribute, zero_std_fraction
 from vipo.config import Config
 from vipo.ema import EMA
@@ -384,10 +384,18 @@ class Trainer:
                     self._log_images(it)
                 if it % t.log_every == 0 or final:
                     self._print(record, t.iterations)
-            if final or (it + 1) % t.checkpoint_every == 0:
+            saved = final or (it + 1) % t.checkpoint_every == 0
+            if saved:
                 self._save(it, record)
             if evaluated and self.on_eval is not None:
                 self.on_eval(it, last_eval)
+            if not final and stop.requested(self.device):  # time limit / preemption: checkpoint, then exit
+                if not saved:
+                    self._save(it, record)
+                if dist.is_main():
+                    print(f"[vipo] stop requested: checkpoint saved after iteration {it + 1}/{t.iterations}; "
+                          f"resume={self.run_dir} continues", flush=True)
+                raise stop.StopRequested(f"stopped after iteration {it + 1} of {t.iterations}")
         if not last_eval and self.start >= t.iterations:  # crashed between the last checkpoint and the summary
             last_eval = self.evaluate(t.iterations - 1)
         summary = self._summary(last_eval, time.perf_counter() - t0)
