@@ -24,6 +24,7 @@ from typing import Sequence
 from typing import Callable, Optional
 
 from vipo.config import CONFIG_DIR, ConfigError, compose_dict, load, read_yaml, unknown_name
+from vipo.records import read_summary
 from vipo.registry import Registry
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -237,7 +238,7 @@ def launch(cells: Sequence[Cell], args_of, runner: Sequence[str], launcher=None,
     if launcher.name == "local":
         bad = {str(j.run_dir) for j in out}
         for c in cells:
-            c.status = "failed" if str(c.run_dir) in bad else "done" if (c.run_dir / "summary.json").exists() else ""
+            c.status = "failed" if str(c.run_dir) in bad else "done" if read_summary(c.run_dir, quiet=True) is not None else ""
     return out
 
 

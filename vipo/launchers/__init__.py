@@ -49,7 +49,14 @@ class Job:
         return [*self.runner, *self.args]
 
     def done(self) -> bool:
-        return self.done_file is not None and (Path(self.run_dir) / self.done_file).exists()
+        """The done file is there and, for ``summary.json``, readable (a bad one is named, and the run redone)."""
+        if self.done_file is None:
+            return False
+        if self.done_file == "summary.json":
+            from vipo.records import read_summary
+
+            return read_summary(self.run_dir) is not None
+        return (Path(self.run_dir) / self.done_file).exists()
 
 
 def launcher_file(name: str) -> Path:
