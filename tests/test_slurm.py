@@ -69,20 +69,23 @@ def test_study_part_is_one_array_job_with_status_while_it_runs_and_no_duplicate(
 def _long_run(tmp_path: Path, run_id: str) -> list[str]:
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("a red square\na blue circle\na green star\na white line\n")
-    return [*TINY, f"train.prompts={prompts}", f"results_root={tmp_path}", f"run_id={run_id}", "train.iterations=400",
+    return [*TINY, "reward.name=kill_switch", f"train.prompts={prompts}", f"results_root={tmp_path}", f"run_id={run_id}", "train.iterations=400",
             "sde.num_steps=6", "train.checkpoint_every=1000", "eval.every=100", "train.ema_decay=0.9", "train.lr_schedule=cosine"]
 
 
-def test_a_run_cut_by_its_time_limit_checkpoints_requeues_and_matches_an_uninterrupted_run(tmp_path):
+def test_a_run_cut_by_its_time_limit_checkpoints_requeues_and_matches_an_uninterrupted_run(tmp_path, monkeypatch):
     """timeout_min=1, signal_delay_s=10: SLURM signals the job (SIGUSR2) 20-50 s after its start (it looks every 30 s
     and signals up to 30 s early); the run saves a checkpoint after its current iteration although its own schedule
     checkpoints only at the end, submitit requeues the job, and the run resumes from that checkpoint. The run takes
     longer than 50 s, so it is cut at least once. Once it has been cut, the test gives the requeued job a 10-minute
     limit, so that a loaded test machine (whose start-up can eat a 1-minute job) still finishes it. The
-    uninterrupted run trains beside it on this machine."""
+    uninterrupted run trains beside it on this machine. The job's reward (``kill_switch``: the redness score) sleeps
+    0.2 s per call ($VIPO_TEST_SLEEP, exported to the job), so the run lasts > 80 s however idle the machine is; the
+    reference runs without the sleep (the sleep changes no number)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     reference = subprocess.Popen([*RUNNER, *_long_run(tmp_path, "full")], env=env, stdout=subprocess.DEVNULL,
                                  stderr=subprocess.STDOUT)
+    monkeypatch.setenv("VIPO_TEST_SLEEP", "0.2")
     slurm = get_launcher("slurm", ["timeout_min=1", "signal_delay_s=10", "max_num_timeout=30", "poll_s=1"])
     job = Job(tmp_path / "cut", RUNNER, _long_run(tmp_path, "cut"))
     t0 = time.time()
@@ -90,6 +93,7 @@ def test_a_run_cut_by_its_time_limit_checkpoints_requeues_and_matches_an_uninter
     job_id = read_job(job.run_dir)["job_id"]
     log = tmp_path / "cut" / "train.log"
     while "(restart 1)" not in (log.read_text() if log.exists() else "") and time.time() - t0 < 600:
+        assert not (tmp_path / "cut" / "summary.json").exists(), "the run finished before its time limit cut it"
         time.sleep(1)
     cut_after = time.time() - t0
     subprocess.run(["scontrol", "update", f"JobId={job_id}", "TimeLimit=10"], check=True)
