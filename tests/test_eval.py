@@ -62,6 +62,18 @@ def test_run_folder_records(run_dir, tmp_path):
     assert (out / "samples.png").stat().st_size > 0
 
 
+def test_an_evaluation_inside_a_run_folder_is_not_a_run(run_dir):
+    """The default output <run>/eval/<set>/ holds a summary.json; the results table still has one row for the run,
+    with the evaluation's metric as eval/<metric>."""
+    from vipo.results import collect
+
+    assert main([f"run={run_dir}", "metrics=[redness]", "samples_per_prompt=1"]) == 0
+    summary = json.loads((run_dir / "eval/prompts/summary.json").read_text())
+    df = collect(run_dir.parent, cache=False)
+    assert df["run_dir"].tolist() == [str(run_dir)]
+    assert float(df["eval/redness"].iloc[0]) == pytest.approx(summary["results"]["redness"]["value"], abs=1e-12)
+
+
 def test_a_sample_is_reproducible_from_its_seed(run_dir, tmp_path):
     """Row (prompt 2, sample 1) = the 2nd draw of Generator(seed + 2), sampled and scored independently."""
     out = tmp_path / "ev"

@@ -101,10 +101,20 @@ def failed_runs(root: str | Path) -> list[tuple[Path, str]]:
     return out
 
 
+def run_summaries(root: Path) -> list[Path]:
+    """The ``summary.json`` files of runs under ``root``: a summary inside another run's folder (the
+    ``<run>/eval/<set>/summary.json`` that ``python -m vipo.eval --run`` writes) belongs to that run's evaluation,
+    whose metrics reach the table through ``eval/summary.jsonl``, and is not a run of its own."""
+    found = sorted(root.rglob("summary.json"))
+    run_dirs = {p.parent for p in found} | {p.parent for p in root.rglob("config.yaml")}
+    return [p for p in found if not any(parent in run_dirs for parent in p.parent.parents)]
+
+
 def collect(root: str | Path = "results", cache: bool = True) -> pd.DataFrame:
-    """One row per run with a readable ``summary.json`` under ``root`` (unreadable ones are skipped with a warning)."""
+    """One row per run with a readable ``summary.json`` under ``root`` (unreadable ones are skipped with a warning;
+    evaluation summaries inside a run folder are not runs: ``run_summaries``)."""
     root = Path(root)
-    summaries = sorted(root.rglob("summary.json"))
+    summaries = run_summaries(root)
     cache_path = root / CACHE
     if cache and cache_path.exists() and summaries:
         envs = [p.parent / "env.json" for p in summaries]  # a resume appends to env.json after the summary
