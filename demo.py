@@ -82,7 +82,7 @@ def sample_figure(runs: dict[str, Path], path: Path, per_row: int = 16, seed: in
     from vipo.images import make_grid, to_uint8
     from vipo.rollout import sample_ode
     from vipo.toy.data import PROMPTS
-    from vipo.train import load_run_generator
+    from vipo.components import load_run_generator
 
     prompts = [PROMPTS[i % len(PROMPTS)] for i in range(per_row)]
     rows, labels = [], []

@@ -19,7 +19,8 @@ from vipo.eval.metrics import ToyMetric, VideoAlignMetric
 from vipo.eval.run import parse_args, start_noise
 from vipo.rewards.rules import Redness
 from vipo.rollout import sample_ode
-from vipo.train import load_run_generator, run
+from vipo.components import load_run_generator
+from vipo.train import run
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -48,7 +48,7 @@ def source_maps(cfg, prompts: list[str], seed: int = 0) -> tuple[torch.Tensor, d
     from vipo.maps import MAP_CHECKS, make_maps, map_capture
     from vipo.rewards import REWARDS
     from vipo.rollout import sample_ode
-    from vipo.train import build_on, decode
+    from vipo.components import build_on, decode
 
     dev = torch.device("cpu")
     gen = build_on(GENERATORS, cfg.generator, dev).eval()

@@ -8,9 +8,8 @@ checkpoint repeats exactly what the uninterrupted run would have done.
 
 from __future__ import annotations
 
-import json
-import os
 import math
+import os
 import time
 from dataclasses import asdict
 from datetime import datetime
@@ -26,15 +25,17 @@ from vipo.config import Config
 from vipo.ema import EMA
 from vipo.eval import EVALUATORS
 from vipo.eval.during import FixedNoiseEval, due_iterations
+from vipo.components import build_on, decode, resolve_device
 from vipo.generators import GENERATORS
 from vipo.images import save_image_grid, save_map_grid
 from vipo.loggers import LOGGERS, tracking_fields
 from vipo.maps import make_maps, map_capture
 from vipo.prompts import load_prompts
-from vipo.records import append_jsonl, atomic_torch_save, atomic_write_json, read_jsonl, read_summary, truncate_jsonl
+from vipo.records import append_jsonl, atomic_write_json, read_jsonl, read_summary
 from vipo.rollout import rollout
 from vipo.run_folder import RunExists, check_new, new_run_dir, prepare, write_config  # noqa: F401 (RunExists: cli)
 from vipo.threads import resolve_threads
+from vipo.train_checkpoints import CheckpointMixin
 from vipo.update import NonFiniteError, select_timesteps, update
 
 CHECKPOINT = ckpts.CHECKPOINT
@@ -42,12 +43,6 @@ CHECKPOINT = ckpts.CHECKPOINT
 
 def iteration_generator(seed: int, iteration: int, rank: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 1_000_003 + iteration * 1_009 + rank)
-
-
-def resolve_device(spec: str) -> torch.device:
-    if spec == "auto":
-        spec = f"cuda:{dist.local_rank()}" if torch.cuda.is_available() else "cpu"
-    return torch.device(spec)
 
 
 def lr_lambda(cfg: Config):
@@ -64,32 +59,6 @@ def lr_lambda(cfg: Config):
     return f
 
 
-def build_on(registry, component, device: torch.device):
-    """Build a registered component; constructors that take ``device`` load straight onto it."""
-    import inspect
-
-    kwargs = dict(component.kwargs)
-    target = registry.get(component.name)
-    if "device" in inspect.signature(target).parameters and "device" not in kwargs:
-        kwargs["device"] = device
-    return target(**kwargs).to(device)
-
-
-def load_trainable(named: dict, weights: dict, path: Path) -> None:
-    """Copy a checkpoint's trained weights into the model's trainable parameters (same names required)."""
-    differing = set(named) ^ set(weights)
-    if differing:
-        raise ValueError(f"checkpoint {path} does not match the model: differing parameters {sorted(differing)[:5]}")
-    with torch.no_grad():
-        for k, p in named.items():
-            p.copy_(weights[k])
-
-
-def decode(generator, latents: torch.Tensor, micro_batch: int) -> torch.Tensor:
-    with torch.no_grad():
-        return torch.cat([generator.decode(latents[i:i + micro_batch]) for i in range(0, len(latents), micro_batch)])
-
-
 def check_finite(rewards: torch.Tensor, iteration: int, ckpt_note: str) -> None:
     bad = (~torch.isfinite(rewards)).nonzero().flatten().tolist()
     if bad:
@@ -97,7 +66,7 @@ def check_finite(rewards: torch.Tensor, iteration: int, ckpt_note: str) -> None:
                              f"(indices {bad[:8]}) at iteration {iteration}; {ckpt_note}")
 
 
-class Trainer:
+class Trainer(CheckpointMixin):
     def __init__(self, cfg: Config, raw: dict, on_eval: Optional[Callable[[int, dict], None]] = None,
                  held: Optional[lease.Lease] = None):
         """``held``: the run folder's lease when the caller already holds it (an Optuna trial); else acquired here."""
@@ -183,63 +152,6 @@ class Trainer:
                                     project=cfg.logger.project, mode=cfg.logger.mode,
                                     **tracking_fields(cfg)) if dist.is_main() else LOGGERS.build("none")
 
-    # -- checkpoints -------------------------------------------------------------------------------
-    def _save(self, iteration: int, record: Optional[dict] = None) -> None:
-        """Collective when sharded (every rank gathers the whole weights); rank 0 writes ``last.pt`` (the one
-        before becomes ``prev.pt``). A checkpoint that breaks the good-checkpoint rule (``vipo.checkpoints``) is
-        not written: the run stops with ``DivergedError`` and keeps its last good checkpoint."""
-        trainable = {k: dist.full(p.detach()).cpu() for k, p in self.named.items()}
-        ema = self.ema.state_dict() if self.ema else None
-        reference = self.reference.state_dict() if self.reference else None
-        state = {"iteration": iteration, "trainable": trainable, "scheduler": self.scheduler.state_dict(),
-                 "optimizer": None if self.fsdp else self.optimizer.state_dict(), "ema": ema,
-                 "reference": reference, "world_size": dist.world_size(), "fsdp": self.fsdp,
-                 "start_max_abs": self.start_max_abs}
-        why = ckpts.problem(state, record)  # every rank holds the same weights and record: all decide alike
-        if why:
-            raise ckpts.DivergedError(f"not saving the checkpoint of iteration {iteration}: {why}; {self._ckpt_note()}")
-        if self.fsdp:  # optimizer state stays sharded: one file per rank (and the one before), written before last.pt
-            shard = self.run_dir / f"checkpoints/optim_rank{dist.rank()}.pt"
-            before = shard.with_suffix(".prev.pt")
-            atomic_torch_save(shard, {"iteration": iteration, "optimizer": self.optimizer.state_dict()},
-                              before_replace=lambda: os.replace(shard, before) if shard.exists() else None)
-            dist.barrier()
-        if not dist.is_main():
-            return
-        ckpts.save(self.run_dir, state, keep_iteration=self.cfg.train.keep_checkpoints)
-
-    def _read_checkpoint(self) -> dict:
-        """The newest good checkpoint (``last.pt``, else ``prev.pt`` with a message): its weights loaded."""
-        state, path = ckpts.load_good(self.run_dir, quiet=not dist.is_main())
-        load_trainable(self.named, state["trainable"], path)
-        return state
-
-    def _restore(self, state: dict) -> None:
-        if state.get("fsdp"):
-            if state.get("world_size") != dist.world_size() or not self.fsdp:
-                raise ValueError(f"{self.run_dir} was saved by a sharded run on {state.get('world_size')} processes; "
-                                 "resume it with the same launch configuration")
-            path = self.run_dir / f"checkpoints/optim_rank{dist.rank()}.pt"
-            shard = torch.load(path, map_location="cpu", weights_only=False)
-            if shard["iteration"] != state["iteration"] and path.with_suffix(".prev.pt").exists():
-                shard = torch.load(path.with_suffix(".prev.pt"), map_location="cpu", weights_only=False)
-            if shard["iteration"] != state["iteration"]:
-                raise ValueError(f"{self.run_dir}: optimizer shard of rank {dist.rank()} is from iteration "
-                                 f"{shard['iteration']}, the checkpoint from {state['iteration']}")
-            self.optimizer.load_state_dict(shard["optimizer"])
-        else:
-            self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        if self.ema and state["ema"]:
-            self.ema.load_state_dict(state["ema"])
-        if self.reference and state["reference"]:
-            self.reference.load_state_dict(state["reference"])
-        self.start = state["iteration"] + 1
-        if dist.is_main():
-            rows = [r for r in read_jsonl(self.run_dir / "metrics.jsonl") if r["iteration"] <= state["iteration"]]
-            truncate_jsonl(self.run_dir / "metrics.jsonl", rows)
-            print(f"[vipo] resuming {self.run_dir} at iteration {self.start}", flush=True)
-
     # -- one iteration -----------------------------------------------------------------------------
     def _reference_velocity(self, x, s, cond):
         with self.reference.swapped():
@@ -312,12 +224,6 @@ class Trainer:
                   "time_sample": t_sample, "time_reward": t_reward, "time_map": t_map, "time_update": t_update,
                   "time_iter": t_sample + t_reward + t_map + t_update}
         return record, images, maps
-
-    def _ckpt_note(self) -> str:
-        path = self.run_dir / CHECKPOINT
-        if path.exists():
-            return f"the run stopped; last good checkpoint: {path} (a re-run resumes from it)"
-        return "the run stopped before its first checkpoint (a re-run starts it over)"
 
     # -- evaluation --------------------------------------------------------------------------------
     def evaluate(self, it: int) -> dict:
@@ -450,23 +356,3 @@ def run(cfg: Config, raw: Optional[dict] = None) -> dict:
                               {"error": str(e), "time": datetime.now().isoformat(timespec="seconds"),
                                "last_good_checkpoint": str(last) if last.exists() else None})
         raise
-
-
-def load_run_generator(run_dir: str | Path, use_ema: bool = True, device: str = "auto"):
-    """Rebuild a run's generator from its ``config.yaml`` and load ``checkpoints/last.pt``
-    (the EMA weights when the run kept them and ``use_ema``). Returns ``(generator, cfg)``."""
-    from omegaconf import OmegaConf
-
-    from vipo.config import validate
-
-    run_dir = Path(run_dir)
-    if not (run_dir / "config.yaml").exists() or not ckpts.exists(run_dir):
-        raise FileNotFoundError(f"{run_dir} is not a finished or checkpointed run: "
-                                f"{run_dir / ('config.yaml' if ckpts.exists(run_dir) else CHECKPOINT)} is missing")
-    cfg = validate(OmegaConf.to_container(OmegaConf.load(run_dir / "config.yaml"), resolve=True))
-    dev = resolve_device(device)
-    generator = build_on(GENERATORS, cfg.generator, dev)
-    state, path = ckpts.load_good(run_dir)
-    weights = state["ema"] if use_ema and state.get("ema") else state["trainable"]
-    load_trainable({n: p for n, p in generator.named_parameters() if p.requires_grad}, weights, path)
-    return generator.eval(), cfg

@@ -107,7 +107,7 @@ def experiment_generator(name: str) -> dict:
 # ------------------------------------------------------------------------------------------ loading
 def checkpoint_iteration(run_dir: Path) -> Optional[int]:
     """The iteration stored in ``checkpoints/last.pt`` (memory-mapped, so the weights are not read)."""
-    from vipo.train import CHECKPOINT
+    from vipo.checkpoints import CHECKPOINT
 
     state = torch.load(run_dir / CHECKPOINT, map_location="cpu", mmap=True, weights_only=False)
     return int(state["iteration"]) if "iteration" in state else None
@@ -118,7 +118,7 @@ def read_run_config(run: str):
     from omegaconf import OmegaConf
 
     from vipo.config import validate
-    from vipo.train import CHECKPOINT
+    from vipo.checkpoints import CHECKPOINT
 
     run_dir = Path(run)
     if not run_dir.is_dir():
@@ -134,7 +134,7 @@ def load_model(args: EvalArgs, cfg, device: torch.device):
     from vipo.config import _component
     from vipo.generators import GENERATORS
     from vipo.rewards import REWARDS
-    from vipo.train import build_on, load_run_generator
+    from vipo.components import build_on, load_run_generator
 
     iteration = None
     if args.run is not None:
@@ -181,7 +181,7 @@ def generate_and_score(generator, prompts: list[str], plan, metrics: dict, num_s
                        grid_samples: int) -> tuple[dict, dict, torch.Tensor | None]:
     """-> (per-sample columns {name: [N]}, set-level values, first ``grid_samples`` images)."""
     from vipo.rollout import sample_ode
-    from vipo.train import decode
+    from vipo.components import decode
 
     columns: dict[str, list[torch.Tensor]] = {}
     owner: dict[str, str] = {}
@@ -243,7 +243,7 @@ def evaluate(args: EvalArgs) -> dict:
     from vipo.images import save_image_grid
     from vipo.prompts import load_prompts, prompt_set_name
     from vipo.records import append_jsonl_atomic, atomic_write_json
-    from vipo.train import resolve_device
+    from vipo.components import resolve_device
 
     from vipo.eval import metric_names
 

@@ -168,7 +168,7 @@ def generate_videos(generator, suite, plan, videos: Path, num_steps: int, batch_
     from vipo.eval.run import start_noise
     from vipo.eval.vbench_suite import video_name
     from vipo.rollout import sample_ode
-    from vipo.train import decode
+    from vipo.components import decode
 
     videos.mkdir(parents=True, exist_ok=True)
     mine = [r for r in plan[rank::world] if not (videos / video_name(suite[r[0]].prompt, r[1])).is_file()]
@@ -250,7 +250,7 @@ def evaluate_vbench_suite(args) -> dict:
     from vipo.eval.vbench_suite import (SuiteError, check_dimensions, custom_suite, default_cache_dir,
                                         missing_weights, read_full_info, standard_suite)
     from vipo.records import append_jsonl_atomic, atomic_write_json
-    from vipo.train import resolve_device
+    from vipo.components import resolve_device
 
     if list(args.metrics) != ["vbench"]:
         raise ConfigError(f"metrics=[vbench] generates its own videos; evaluate {[m for m in args.metrics if m != 'vbench']} "
