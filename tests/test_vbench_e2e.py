@@ -6,7 +6,6 @@ dimension is given a broken weight file to show an error inside VBench is record
 """
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -53,7 +52,9 @@ def standard_run(wan_dir, tmp_path_factory):
     out = tmp / "out"
     argv = [*TINY, f"generator.path_or_id={wan_dir}", "metrics=[vbench]", f"out={out}", f"vbench.cache_dir={cache}",
             "vbench.dimensions=[temporal_flickering,scene,subject_consistency,motion_smoothness]"]
-    assert main(argv) == 0
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HF_HUB_CACHE", str(tmp / "hub"))  # an empty Hugging Face cache: scene's BERT is missing too
+        assert main(argv) == 0
     return out, cache, argv
 
 
@@ -82,7 +83,10 @@ def test_records_hold_vbench_own_number(standard_run):
 def test_missing_weights_are_named_and_a_broken_one_is_an_error(standard_run):
     out, cache, _ = standard_run
     dims = json.loads((out / "vbench_summary.json").read_text())["dimensions"]
-    assert dims["scene"] == {"status": "missing", "wanted": [str(cache / "caption_model/tag2text_swin_14m.pth")]}
+    hub = out.parent / "hub"
+    assert dims["scene"] == {"status": "missing", "wanted": [
+        str(cache / "caption_model/tag2text_swin_14m.pth"), f"Hugging Face bert-base-uncased: vocab.txt (in {hub})",
+        f"Hugging Face bert-base-uncased: model.safetensors or pytorch_model.bin (in {hub})"]}
     assert dims["subject_consistency"]["wanted"] == [str(cache / "dino_model/facebookresearch_dino_main/"),
                                                      str(cache / "dino_model/dino_vitbase16_pretrain.pth")]
     assert dims["motion_smoothness"]["status"] == "error" and dims["motion_smoothness"]["error"]

@@ -113,6 +113,26 @@ def test_missing_weights_names_each_file(tmp_path):
     assert missing["subject_consistency"] == [str(tmp_path / "dino_model/dino_vitbase16_pretrain.pth")]
 
 
+def test_models_loaded_by_name_are_looked_up_in_the_hub_cache(tmp_path):
+    """scene (Tag2Text) loads BERT's tokenizer and weights, GRiT's dimensions its tokenizer, by the name
+    bert-base-uncased: absent from the Hugging Face cache, the dimension is missing with the file named."""
+    cache, hub = tmp_path / "vbench", tmp_path / "hub"
+    for rel in ("caption_model/tag2text_swin_14m.pth", "grit_model/grit_b_densecap_objectdet.pth"):
+        (cache / rel).parent.mkdir(parents=True, exist_ok=True)
+        (cache / rel).write_bytes(b"x")
+    missing = missing_weights(["scene", "color"], cache, hub)
+    assert missing == {"scene": [f"Hugging Face bert-base-uncased: vocab.txt (in {hub})",
+                                 f"Hugging Face bert-base-uncased: model.safetensors or pytorch_model.bin (in {hub})"],
+                       "color": [f"Hugging Face bert-base-uncased: vocab.txt (in {hub})"]}
+    snap = hub / "models--bert-base-uncased/snapshots/86b5e0934494bd15c9632b12f734a8a67f723594"
+    snap.mkdir(parents=True)
+    (snap / "vocab.txt").write_text("[PAD]\n")
+    assert missing_weights(["scene", "color"], cache, hub) == {
+        "scene": [f"Hugging Face bert-base-uncased: model.safetensors or pytorch_model.bin (in {hub})"]}
+    (snap / "pytorch_model.bin").write_bytes(b"x")
+    assert missing_weights(["scene", "color"], cache, hub) == {}
+
+
 # ----------------------------------------------------------------------------------------- totals
 def fixture_scores(tag: str) -> dict:
     return {d: r["score"] for d, r in read_vbench_results(FIXTURE / tag).items()}

@@ -10,6 +10,8 @@ prompts to generate for the requested dimensions in either mode; ``video_name`` 
 ``WEIGHT_FILES`` lists, per dimension, the files under VBench's cache folder (``~/.cache/vbench`` or
 ``$VBENCH_CACHE_DIR``) that ``vbench.utils.init_submodules(local=True)`` and the dimension's module read;
 when one is absent VBench would download it with wget, so vipo reports the dimension as missing instead.
+``HUB_FILES`` lists the Hugging Face models a dimension loads by name (GRiT's and Tag2Text's BERT tokenizer, Tag2Text's
+BERT weights), looked up in the Hugging Face cache: offline, an absent one would fail inside VBench.
 """
 
 from __future__ import annotations
@@ -48,6 +50,13 @@ WEIGHT_FILES: Dict[str, Tuple[str, ...]] = {
     "motion_smoothness": ("amt_model/amt-s.pth",),
     "dynamic_degree": ("raft_model/models/raft-things.pth",),
     "appearance_style": ("clip_model/ViT-B-32.pt",),
+}
+# Hugging Face models a dimension's module loads by name (from_pretrained("bert-base-uncased")): the files each needs,
+# a tuple of alternatives where any one will do
+_BERT_TOKENIZER = ("bert-base-uncased", (("vocab.txt",),))
+HUB_FILES: Dict[str, Tuple[Tuple[str, Tuple[Tuple[str, ...], ...]], ...]] = {
+    **{d: (_BERT_TOKENIZER,) for d in ("object_class", "multiple_objects", "color", "spatial_relationship")},
+    "scene": (("bert-base-uncased", (("vocab.txt",), ("model.safetensors", "pytorch_model.bin"))),),
 }
 # Python modules a dimension imports beyond vbench's own requirements (VBench's README: install detectron2 yourself)
 EXTRA_MODULES: Dict[str, Tuple[str, ...]] = {d: ("detectron2",) for d in
@@ -172,13 +181,36 @@ def custom_suite(path: str | os.PathLike, dimensions: Sequence[str]) -> List[Sui
     return [SuitePrompt(p, tuple(dims)) for p in prompts]
 
 
-def missing_weights(dimensions: Sequence[str], cache_dir: str | os.PathLike) -> Dict[str, List[str]]:
-    """``{dimension: [absolute paths of the files it wants that are absent]}`` for dimensions with any absent."""
+def hub_cache_dir() -> Path:
+    """The Hugging Face hub cache transformers reads: ``$HF_HUB_CACHE``, else ``$HF_HOME/hub``, else
+    ``~/.cache/huggingface/hub``."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"])
+    home = os.environ.get("HF_HOME") or os.path.join(os.path.expanduser("~"), ".cache", "huggingface")
+    return Path(home) / "hub"
+
+
+def hub_file_present(hub: Path, repo_id: str, filename: str) -> bool:
+    """Whether any cached snapshot of ``repo_id`` holds ``filename`` (``<hub>/models--<org>--<name>/snapshots/*/``)."""
+    snapshots = hub / ("models--" + repo_id.replace("/", "--")) / "snapshots"
+    return snapshots.is_dir() and any((s / filename).is_file() for s in snapshots.iterdir())
+
+
+def missing_weights(dimensions: Sequence[str], cache_dir: str | os.PathLike,
+                    hub_dir: Optional[str | os.PathLike] = None) -> Dict[str, List[str]]:
+    """``{dimension: [what it wants that is absent]}`` for dimensions with anything absent: absolute paths under
+    VBench's cache folder, and ``Hugging Face <repo>: <file>`` for a model it loads by name that is not in the hub
+    cache (``hub_dir``, default ``hub_cache_dir()``)."""
     root = Path(cache_dir)
+    hub = Path(hub_dir) if hub_dir is not None else hub_cache_dir()
     out: Dict[str, List[str]] = {}
     for d in dimensions:
         absent = [str(root / rel) for rel in WEIGHT_FILES[d]
                   if not ((root / rel).is_dir() if rel.endswith("/") else (root / rel).is_file())]
+        for repo_id, needs in HUB_FILES.get(d, ()):
+            for alternatives in needs:
+                if not any(hub_file_present(hub, repo_id, f) for f in alternatives):
+                    absent.append(f"Hugging Face {repo_id}: {' or '.join(alternatives)} (in {hub})")
         if absent:
             out[d] = absent
     return out
