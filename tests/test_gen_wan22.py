@@ -227,3 +227,18 @@ def test_attention_maps_work_on_ti2v_5b_and_refuse_two_experts():
     assert maps.shape == (4, 3, 4, 4) and maps.std() > 0
     with pytest.raises(ValueError, match="second \\(low-noise\\) expert"):
         attention_capture(tiny_wan22(), MapConfig(), rows, 3, "wan")
+
+
+def test_a_preset_guidance_scale_reaches_a_tied_low_noise_expert():
+    """guidance_scale_2=None ties the low-noise expert's CFG to guidance_scale, also when a VBench preset sets
+    guidance_scale after building; an explicit guidance_scale_2 stays as given."""
+    from vipo.eval.vbench_eval import apply_generator_settings
+
+    tied, own = tiny_wan22(guidance_scale_2=None), tiny_wan22()
+    assert (tied.guidance_scale, tied.guidance_scale_2) == (5.0, 5.0)
+    assert apply_generator_settings(tied, {"guidance_scale": 7.0}) == {"guidance_scale": 7.0}
+    assert apply_generator_settings(own, {"guidance_scale": 7.0}) == {"guidance_scale": 7.0}
+    assert (tied.guidance_scale, tied.guidance_scale_2) == (7.0, 7.0)
+    assert (own.guidance_scale, own.guidance_scale_2) == (7.0, 3.0)
+    apply_generator_settings(tied, {"guidance_scale_2": 2.0})
+    assert tied.expert(torch.full((1,), 0.3))[1] == 2.0 and tied.expert(torch.full((1,), 0.95))[1] == 7.0

@@ -88,7 +88,7 @@ class WanGenerator(DiffusersGenerator, Generator):
             raise ValueError(f"Wan num_frames must be {self.t_scale}k + 1, got {num_frames}")
         self.num_frames = num_frames
         self.guidance_scale, self.negative_prompt = guidance_scale, negative_prompt
-        self.guidance_scale_2 = guidance_scale if guidance_scale_2 is None else guidance_scale_2
+        self._guidance_scale_2 = guidance_scale_2  # None: follows guidance_scale, also when that is set later
         self.cfg_no_grad_uncond = cfg_no_grad_uncond
         self.shift = 5.0 if shift is None else shift
 
@@ -118,6 +118,16 @@ class WanGenerator(DiffusersGenerator, Generator):
     def _trained_networks(self) -> List[nn.Module]:
         nets = self._networks()
         return {"both": nets, "high": nets[:1], "low": nets[1:]}[self.train_experts]
+
+    @property
+    def guidance_scale_2(self) -> float:
+        """CFG of the low-noise expert: the one given, else ``guidance_scale`` (a VBench preset that sets only
+        ``guidance_scale`` sets both experts' guidance)."""
+        return self.guidance_scale if self._guidance_scale_2 is None else self._guidance_scale_2
+
+    @guidance_scale_2.setter
+    def guidance_scale_2(self, value: Optional[float]) -> None:
+        self._guidance_scale_2 = value
 
     def _uses_cfg(self) -> bool:
         return max(self.guidance_scale, self.guidance_scale_2) > 1.0
