@@ -22,9 +22,9 @@ import pandas as pd
 
 from analysis.metrics import direction, metric_info
 from analysis.stats import confirmatory_verdict, holm, holm_levels, t_interval_at, tost
-from analysis.tables import pair_seed_effects
+from analysis.tables import CELL, SEED, pair_seed_effects
 
-COLUMNS = ["claim", "reward", "cell", "reference", "metric", "levels", "n", "planned", "effect", "lo", "hi",
+COLUMNS = ["claim", "reward", "cell", "reference", "metric", "levels", "n", "finished", "planned", "effect", "lo", "hi",
            "p", "p_adj", "level_adj", "lo_adj", "hi_adj", "margin", "p_equiv", "p_equiv_adj", "verdict"]
 
 
@@ -60,10 +60,12 @@ def confirmatory_table(name: str | Path, root: str | Path | None = None) -> tupl
         # the test is on the effect in the metric's better direction (sign), so a margin is symmetric anyway
         t = tost(list(eff.values()), margin)
         lo, hi = t_interval_at(t.mean, t.se, t.n, 0.95)
+        planned = (planned_seeds(plan["parts"], c["ablation"], c["cell"])
+                   & planned_seeds(plan["parts"], c["ablation"], c["reference"]))
         rows.append({"claim": c["claim"], "reward": c["reward"], "cell": c["cell"], "reference": c["reference"],
                      "metric": c["metric"], "levels": ", ".join(f"{x:g}" for x in levels), "n": t.n,
-                     "planned": len(planned_seeds(plan["parts"], c["ablation"], c["cell"])
-                                    & planned_seeds(plan["parts"], c["ablation"], c["reference"])), "effect": t.mean, "lo": lo, "hi": hi,
+                     "finished": len(planned & _finished_pairs(df, c["cell"], c["reference"])),
+                     "planned": len(planned), "effect": t.mean, "lo": lo, "hi": hi,
                      "p": t.p_diff, "margin": margin, "p_equiv": t.p_equiv, "sign": sign, "se": t.se})
     p_adj, level = _adjust([r["p"] for r in rows], correction, alpha)
     pe_adj, _ = _adjust([r["p_equiv"] for r in rows], correction, alpha)
@@ -72,6 +74,14 @@ def confirmatory_table(name: str | Path, root: str | Path | None = None) -> tupl
         r.update(p_adj=pa, level_adj=lv, lo_adj=lo_adj, hi_adj=hi_adj, p_equiv_adj=pe,
                  verdict=confirmatory_verdict(pa, pe, r["effect"], r.pop("sign"), alpha))
     return pd.DataFrame(rows, columns=COLUMNS), plan
+
+
+def _finished_pairs(df: pd.DataFrame, cell: str, reference: str) -> set[int]:
+    """The seeds whose runs of ``cell`` and of ``reference`` both finished (have a summary)."""
+    if df.empty or CELL not in df.columns or SEED not in df.columns:
+        return set()
+    seeds = [set(int(x) for x in df.loc[df[CELL].astype(str) == c, SEED]) for c in (cell, reference)]
+    return seeds[0] & seeds[1]
 
 
 def _f(x: float, digits: int = 3) -> str:
@@ -84,9 +94,13 @@ def _p(x: float) -> str:
 
 def confirmatory_markdown(frame: pd.DataFrame, plan: dict, plan_link: str = "plan.json") -> str:
     block = plan["confirmatory"]
-    incomplete = frame[frame["n"] < frame["planned"]]
+    incomplete = frame[frame["finished"] < frame["planned"]]
     state = ("**interim: not every planned seed has finished; these verdicts are not the study's result**"
              if len(incomplete) else "all planned seeds finished")
+    unmatched = frame[frame["n"] < frame["finished"]]
+    if len(unmatched):  # finished pairs that reach none of the fixed levels are left out, as the plan says
+        state += "; " + ", ".join(f"{r.cell} vs {r.reference}: {r.finished - r.n} finished seed(s) reach no level"
+                                  for r in unmatched.itertuples())
     lines = [f"**Confirmatory claims** (primary family, frozen plan [`{Path(plan_link).name}`]({plan_link}): "
              f"commit {str(plan.get('commit'))[:12]}, frozen {plan.get('frozen_at')}; {state}). Effect = cell - "
              f"reference, per seed the mean over the fixed reward levels both runs reach; paired t test and TOST "

@@ -69,7 +69,7 @@ def test_frozen_plan_is_judged_then_a_changed_study_is_refused(study, capsys):
     mean = sum(d) / 4
     se = math.sqrt(sum((x - mean) ** 2 for x in d) / 3) / 2
     g = by["grpo"]
-    assert g.n == 4 and g.planned == 4 and g.levels == "0.1, 0.2"
+    assert g.n == 4 and g.finished == 4 and g.planned == 4 and g.levels == "0.1, 0.2"
     assert g.effect == pytest.approx(mean) and g.hi - g.effect == pytest.approx(3.182446 * se, rel=1e-5)
     # vipo vs ones: effects 0, -0.0075, 0.0075, -0.0075: small and tight -> equivalent within 0.05
     o = by["ones"]
@@ -100,8 +100,16 @@ def test_frozen_plan_is_judged_then_a_changed_study_is_refused(study, capsys):
     from analysis.confirm import confirmatory_markdown
 
     frame, plan = confirmatory_table(path, root)
-    assert list(frame["n"]) == [3, 3] and list(frame["planned"]) == [4, 4]
+    assert list(frame["n"]) == [3, 3] and list(frame["finished"]) == [3, 3] and list(frame["planned"]) == [4, 4]
     assert "interim" in confirmatory_markdown(frame, plan)
+    # a finished pair that reaches no fixed level is left out of n, and the table says so
+    grpo = root / "redness" / "main.grpo-s102" / "metrics.jsonl"
+    grpo.write_text("".join(json.dumps({"iteration": i - 1, "eval/reward": 0.01 * i, "eval/shape_acc": 1.0}) + "\n"
+                            for i in range(5)))
+    frame, plan = confirmatory_table(path, root)
+    by = {r.reference: r for r in frame.itertuples()}
+    assert (by["grpo"].n, by["grpo"].finished) == (2, 3) and (by["ones"].n, by["ones"].finished) == (3, 3)
+    assert "vipo vs grpo: 1 finished seed(s) reach no level" in confirmatory_markdown(frame, plan)
 
     # change the study file (a level moved after seeing data): every confirmatory judgement is refused
     spec = yaml.safe_load(path.read_text())
