@@ -74,6 +74,7 @@ def test_fsdp_shards_and_matches_the_data_parallel_run(ddp, tmp_path):
         torch.testing.assert_close(v, f0["trainable"][k])
 
 
+@pytest.mark.slow  # two 2-process FSDP launches (~25 s on 2 shared cores)
 def test_fsdp_run_resumes_with_the_same_launch_only(tmp_path):
     launch(tmp_path, "train.fsdp=true", port=29519)
     run_dir = tmp_path / "fsdp"

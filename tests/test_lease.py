@@ -163,6 +163,7 @@ def test_a_second_trainer_on_a_live_run_is_refused(tmp_path):
     assert iterations(metrics) == list(range(6))
 
 
+@pytest.mark.slow  # two sweeps of real runs side by side (~17 s; test_launchers covers a run leased elsewhere)
 def test_two_concurrent_sweeps_on_one_folder_train_each_run_once(tmp_path):
     """The same sweep command in two shells: the second waits for the run the first holds, no run is trained twice
     and no metrics row appears twice."""

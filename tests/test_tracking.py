@@ -36,6 +36,7 @@ def _runner():
     return [sys.executable, str(HERE / "run_tiny.py")]
 
 
+@pytest.mark.slow  # a sweep of two cells with W&B, killed and resumed (~30 s on 2 shared cores)
 def test_sweep_runs_log_group_cell_tags_scalars_images_and_resume_into_one_run(tmp_path):
     root = tmp_path / "sweep"
     extra = [*tiny_extra(tmp_path), *WANDB, "train.iterations=3", "eval.every=1", "train.checkpoint_every=1",
