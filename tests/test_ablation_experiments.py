@@ -29,9 +29,9 @@ def test_every_ablation_axis_composes_on_the_experiment(experiment):
     assert cfg.experiment == experiment and cfg.generator.name == raw["generator"]["name"] != "toy"
 
 
-# what the ablation files declare (per_reward / requires), written out: the saliency cell of main and psm_map selects
-# the reward's differentiable path, and is left out where the reward has no input gradient
-CARRIED = {"hps": {"quantize": False}, "pickscore": {"preprocess": "torch"}, "imagereward": {"preprocess": "torch"}}
+# what the ablation files declare (requires), written out: the saliency cell of main and psm_map takes its map's
+# gradient on the reward's differentiable path and scores on the same reward as every other cell; it is left out
+# where the reward has no input gradient
 NO_GRADIENT = {"videoalign"}
 ADAPTED = {"main": "saliency", "psm_map": "saliency"}
 
@@ -54,26 +54,25 @@ def test_every_cell_of_every_ablation_validates_on_the_experiment(ablation, expe
                 f"{reward!r} has no usable input gradient") in out
     else:
         assert names == expected and "left out" not in out
-    if adapted and reward in CARRIED:
-        raw = next(c.raw for c in cells if c.name == adapted)
-        assert {k: raw["reward"][k] for k in CARRIED[reward]} == CARRIED[reward]
-        others = [c.raw["reward"] for c in cells if c.name != adapted]
-        assert others and all(r == {"name": reward} for r in others)  # only the cell that needs it carries it
-        assert f"cell {adapted} carries" in out
+    if adapted:  # every cell, the saliency one included, scores with the experiment's reward as configured
+        rewards = [c.raw["reward"] for c in cells]
+        assert rewards and all(r == rewards[0] for r in rewards) and "carries" not in out
     assert all(c.seed == 0 for c in cells)
 
 
 def test_adapt_carries_per_reward_settings_and_names_an_unmet_requirement():
     spec = load_ablation("main")
     assert adapt(spec, "vipo", ["experiment=flux_hps"]) == ([], None)  # a cell that declares nothing
-    assert adapt(spec, "saliency", ["experiment=flux_hps"]) == (["reward.quantize=false"], None)
+    assert adapt(spec, "saliency", ["experiment=flux_hps"]) == ([], None)  # HPSv2.1 has a differentiable path
     assert adapt(spec, "saliency", ["experiment=toy_redness"]) == ([], None)  # redness is differentiable as it is
     carried, why = adapt(spec, "saliency", ["experiment=flux_hps", "reward=videoalign"])
     assert carried == [] and why.startswith("needs differentiable_reward: reward 'videoalign' has no usable input")
-    # a carried setting that does not make the reward differentiable leaves the cell out, saying why
-    spec = {**spec, "per_reward": {"saliency": {"hps": ["reward.quantize=true"]}}}
-    carried, why = adapt(spec, "saliency", ["experiment=flux_hps"])
-    assert carried == ["reward.quantize=true"] and "set reward.quantize=false" in why
+    # per_reward: what a cell carries on an experiment with that reward, checked against its requirements
+    spec = {**spec, "per_reward": {"saliency": {"hps": ["psm.saliency.smooth_n=4"],
+                                                "pickscore": ["reward=videoalign"]}}}
+    assert adapt(spec, "saliency", ["experiment=flux_hps"]) == (["psm.saliency.smooth_n=4"], None)
+    carried, why = adapt(spec, "saliency", ["experiment=flux_hps", "reward=pickscore"])
+    assert carried == ["reward=videoalign"] and "reward 'videoalign' has no usable input gradient" in why
 
 
 @pytest.mark.parametrize("key, value, message", [

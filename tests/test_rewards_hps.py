@@ -205,3 +205,26 @@ def test_hps_is_differentiable_without_quantisation(tok):
     images = torch.rand(2, 3, 20, 16, requires_grad=True)
     scorer(images, ["the cat", "the dog"]).sum().backward()
     assert torch.isfinite(images.grad).all() and images.grad.abs().sum() > 0
+
+
+def test_differentiable_path_drops_the_rounding_only_inside_the_context(tok):
+    """quantize=true (the reference) scores with zero input gradient; inside differentiable_path the scores are the
+    unrounded ones, with a gradient; after it (also after an error) the reference path is back."""
+    scorer = HPSv21.from_model(clip_model_from_open_clip(random_open_clip_state_dict(), 16, 16), tok)
+    plain = HPSv21.from_model(scorer.model, tok, quantize=False)
+    images, prompts = torch.rand(2, 3, 20, 16), ["the cat", "the dog"]
+    x = images.clone().requires_grad_(True)
+    with scorer.differentiable_path():
+        scorer(x, prompts).sum().backward()
+        torch.testing.assert_close(scorer(images, prompts), plain(images, prompts), atol=0, rtol=0)
+    assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+    assert scorer.quantize is True
+    rounded = (images * 255).round() / 255
+    torch.testing.assert_close(scorer(images, prompts), plain(rounded, prompts), atol=0, rtol=0)
+    y = images.clone().requires_grad_(True)
+    scorer(y, prompts).sum().backward()
+    assert y.grad is None or y.grad.abs().sum() == 0  # the reference path: the rounding's gradient is zero
+    with pytest.raises(RuntimeError, match="inside"):
+        with scorer.differentiable_path():
+            raise RuntimeError("inside")
+    assert scorer.quantize is True

@@ -118,3 +118,14 @@ def test_errors(tok, tmp_path):
     scorer = _scorer(random_imagereward_state_dict(), tok)
     with pytest.raises(ValueError):
         scorer(torch.rand(1, 3, 2, 16, 16), ["x"])
+
+
+def test_differentiable_path_is_the_torch_preprocessing_inside_the_context(tok):
+    sd = random_imagereward_state_dict()
+    ref, diff = _scorer(sd, tok), _scorer(sd, tok, preprocess="torch")
+    images, prompts = torch.rand(2, 3, 40, 30), ["a cat", "a dog"]
+    with ref.differentiable_path():
+        x = images.clone().requires_grad_(True)
+        ref(x, prompts).sum().backward()
+        torch.testing.assert_close(ref(images, prompts), diff(images, prompts), atol=0, rtol=0)
+    assert x.grad.abs().sum() > 0 and ref.preprocess_mode == "reference"

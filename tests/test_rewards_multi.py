@@ -66,3 +66,31 @@ def test_errors(registry):
     registry.register("not_a_reward")(lambda: object())
     with pytest.raises(TypeError):
         MultiReward({"not_a_reward": None}, registry=registry)
+
+
+class Rounded(Reward):
+    """Rounds to 8 bits (no input gradient) except on its differentiable path, like HPSv2.1's quantize."""
+
+    def __init__(self):
+        super().__init__()
+        self.rounding = True
+
+    def differentiable_path(self):
+        from vipo.rewards.base import attribute_set
+
+        return attribute_set(self, "rounding", False)
+
+    def score(self, images, prompts):
+        x = (images * 255).round() / 255 if self.rounding else images
+        return x.mean(dim=(1, 2, 3))  # [B]
+
+
+def test_differentiable_path_enters_every_component():
+    multi = MultiReward({"a": Rounded(), "b": Rounded(), "c": Brightness(gain=2.0)}, weights={"b": 0.5})
+    x = torch.rand(2, 3, 4, 4, requires_grad=True)
+    with multi.differentiable_path():
+        assert [r.rounding for r in (multi.components["a"], multi.components["b"])] == [False, False]
+        multi(x, ["p", "q"]).sum().backward()
+    # d/dx of mean * (1 + 0.5 + 2) over 48 values per image
+    torch.testing.assert_close(x.grad, torch.full_like(x, 3.5 / 48))
+    assert multi.components["a"].rounding and multi.components["b"].rounding

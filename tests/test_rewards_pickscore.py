@@ -95,3 +95,15 @@ def test_errors(parts, tmp_path):
         PickScore.from_model(model, tok, preprocess="bilinear")
     with pytest.raises(FileNotFoundError, match="no_such_dir"):
         PickScore(path_or_id=str(tmp_path / "no_such_dir"))
+
+
+def test_differentiable_path_is_the_torch_preprocessing_inside_the_context(parts):
+    model, tok, _ = parts
+    ref = PickScore.from_model(model, tok)
+    diff = PickScore.from_model(model, tok, preprocess="torch")
+    images, prompts = torch.rand(2, 3, 40, 56), ["a cat", "a dog"]
+    with ref.differentiable_path():
+        x = images.clone().requires_grad_(True)
+        ref(x, prompts).sum().backward()
+        torch.testing.assert_close(ref(images, prompts), diff(images, prompts), atol=0, rtol=0)
+    assert x.grad.abs().sum() > 0 and ref.preprocess_mode == "reference"

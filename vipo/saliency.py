@@ -11,12 +11,17 @@ A reward that is linear in the pixels with one weight per channel, like ``rednes
 (``mean(R - (G + B) / 2)``), has the same gradient at every pixel, so its ``abs`` map is all ones by
 construction; its ``grad_x_input`` map is the per-pixel redness ``|R - (G + B) / 2|``.
 
-Which rewards have a usable input gradient is recorded in ``DIFFERENTIABLE_REWARDS`` (reward name ->
-check of its config kwargs); any other reward is refused at config time.
+The gradient is taken on the reward's differentiable path (``Reward.differentiable_path``: HPSv2.1 without its
+8-bit rounding, PickScore and ImageReward with float preprocessing instead of PIL), while the rewards that score
+the samples, for the advantages and for evaluation, stay on the configured (reference) path: every cell of an
+ablation optimises and is judged on the same scorer, and only the map comes from the approximation. Which rewards
+have a usable input gradient is recorded in ``DIFFERENTIABLE_REWARDS`` (reward name -> check of its config
+kwargs); any other reward is refused at config time.
 """
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Optional
 
@@ -66,25 +71,11 @@ def _always(kwargs: Mapping[str, Any]) -> Optional[str]:
     return None
 
 
-for _name in ("redness", "object_brightness", "uniform_background", "centred", "toy_match"):
+# the rule rewards and the toy classifier as they are; the learned scorers through their differentiable path
+# (whatever reward.quantize / reward.preprocess say: those choose the path that scores)
+for _name in ("redness", "object_brightness", "uniform_background", "centred", "toy_match", "hps", "pickscore",
+              "imagereward"):
     DIFFERENTIABLE_REWARDS.register(_name)(_always)
-
-
-@DIFFERENTIABLE_REWARDS.register("hps")
-def _hps(kwargs: Mapping[str, Any]) -> Optional[str]:
-    if kwargs.get("quantize", True):
-        return "it rounds images to 8 bits first (quantize=true), whose gradient is zero; set reward.quantize=false"
-    return None
-
-
-def _torch_preprocess(kwargs: Mapping[str, Any]) -> Optional[str]:
-    if kwargs.get("preprocess", "reference") != "torch":
-        return "its reference preprocessing goes through 8-bit PIL images; set reward.preprocess=torch"
-    return None
-
-
-DIFFERENTIABLE_REWARDS.register("pickscore")(_torch_preprocess)
-DIFFERENTIABLE_REWARDS.register("imagereward")(_torch_preprocess)
 
 
 @DIFFERENTIABLE_REWARDS.register("multi")
@@ -126,7 +117,8 @@ def input_gradient(reward, images: Tensor, prompts, cfg: SaliencyConfig,
     copies = max(cfg.smooth_n, 1)
     grads = torch.zeros_like(images, dtype=torch.float32)  # [B, 3, (F), H, W]
     kept = getattr(reward, "last_components", None)  # a multi reward's logged parts: not ours to overwrite
-    with torch.enable_grad():
+    path = getattr(reward, "differentiable_path", contextlib.nullcontext)  # the scores outside stay on the reference path
+    with path(), torch.enable_grad():
         for start in range(0, images.shape[0], cfg.micro_batch):
             sl = slice(start, start + cfg.micro_batch)
             for _ in range(copies):

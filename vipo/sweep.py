@@ -66,9 +66,9 @@ def load_ablation(name: str) -> dict:
 
 # -- cells that need something of the experiment ---------------------------------------------------------------
 # ``per_reward: {cell: {reward name: [overrides]}}``: settings a cell carries on an experiment with that reward (e.g.
-# the saliency cell selects HPSv2.1's differentiable path, reward.quantize=false). ``requires: {cell: [need, ...]}``:
-# what the cell needs of the experiment (a name in REQUIREMENTS); a cell whose need is not met, after what it
-# carries, is left out of that experiment's grid with the reason printed, and the other cells run.
+# more SmoothGrad copies for a saliency cell on HPSv2.1: hps: [psm.saliency.smooth_n=8]). ``requires: {cell:
+# [need, ...]}``: what the cell needs of the experiment (a name in REQUIREMENTS); a cell whose need is not met, after
+# what it carries, is left out of that experiment's grid with the reason printed, and the other cells run.
 REQUIREMENTS: Registry[Callable[[dict], Optional[str]]] = Registry("cell requirement")
 
 

@@ -20,7 +20,7 @@ from typing import Dict, Sequence
 import torch
 from transformers import CLIPConfig, CLIPModel
 
-from vipo.rewards.base import Reward
+from vipo.rewards.base import Reward, attribute_set
 from vipo.rewards.clip_utils import CLIPBPETokenizer, normalize, quantize_uint8, resize_longest_and_pad
 from vipo.rewards.loading import load_torch_checkpoint, resolve
 
@@ -165,6 +165,10 @@ class HPSv21(Reward):
         self.tokenizer = tokenizer
         self.image_size = int(model.config.vision_config.image_size)
         self.quantize = quantize
+
+    def differentiable_path(self):
+        """Without the 8-bit rounding (whose gradient is zero); the float resize and normalisation as always."""
+        return attribute_set(self, "quantize", False)
 
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:
         """[B, 3, H, W] in [0, 1] -> normalised pixels [B, 3, S, S] (S = model image size)."""

@@ -25,7 +25,7 @@ from torch import nn
 from transformers import BlipTextConfig, BlipVisionConfig, BlipVisionModel
 from transformers.models.blip.modeling_blip_text import BlipTextModel
 
-from vipo.rewards.base import Reward
+from vipo.rewards.base import Reward, attribute_set
 from vipo.rewards.clip_utils import (check_images, normalize, pil_resize_shortest_and_center_crop,
                                      resize_shortest_and_center_crop)
 from vipo.rewards.loading import load_torch_checkpoint, resolve, strip_prefix
@@ -172,6 +172,10 @@ class ImageRewardModel(Reward):
         self.tokenizer = tokenizer
         self.image_size = int(vision.config.image_size)
         self.preprocess_mode = preprocess
+
+    def differentiable_path(self):
+        """The float (torch) preprocessing instead of the reference one through 8-bit PIL images."""
+        return attribute_set(self, "preprocess_mode", "torch")
 
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:
         """[B, 3, H, W] in [0, 1] -> normalised pixels [B, 3, S, S]."""

@@ -14,7 +14,8 @@ The last call's per-component scores are kept in ``last_components`` for logging
 
 from __future__ import annotations
 
-from typing import Any, Dict, Mapping, Optional, Sequence
+import contextlib
+from typing import Any, Dict, Iterator, Mapping, Optional, Sequence
 
 import torch
 from torch import nn
@@ -49,6 +50,14 @@ class MultiReward(Reward):
         if not isinstance(reward, Reward):
             raise TypeError(f"MultiReward component {key!r} ({name!r}) is a {type(reward).__name__}, not a Reward")
         return reward
+
+    @contextlib.contextmanager
+    def differentiable_path(self) -> Iterator[None]:
+        """Every component on its differentiable path."""
+        with contextlib.ExitStack() as stack:
+            for reward in self.components.values():
+                stack.enter_context(reward.differentiable_path())
+            yield
 
     def score(self, images: torch.Tensor, prompts: Sequence[str]) -> torch.Tensor:
         parts = {k: r(images, prompts) for k, r in self.components.items()}  # each [B] float32

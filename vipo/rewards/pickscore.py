@@ -17,7 +17,7 @@ from typing import Sequence
 import torch
 from transformers import CLIPModel
 
-from vipo.rewards.base import Reward
+from vipo.rewards.base import Reward, attribute_set
 from vipo.rewards.clip_utils import check_images, normalize, resize_shortest_and_center_crop, to_uint8_hwc
 from vipo.rewards.loading import resolve
 
@@ -77,6 +77,10 @@ class PickScore(Reward):
         self.tokenizer = tokenizer
         self.image_processor = image_processor
         self.preprocess_mode = preprocess
+
+    def differentiable_path(self):
+        """The float (torch) preprocessing instead of the reference one through 8-bit PIL images."""
+        return attribute_set(self, "preprocess_mode", "torch")
 
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:
         """[B, 3, H, W] in [0, 1] -> normalised pixels [B, 3, S, S]."""
