@@ -6,6 +6,7 @@ dimension is given a broken weight file to show an error inside VBench is record
 """
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
