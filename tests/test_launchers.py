@@ -58,6 +58,11 @@ def test_sweep_records_jobs_reports_status_and_never_runs_twice(launcher, tmp_pa
     assert "4 runs: 4 done, 0 running, 0 pending, 0 failed" in text
     assert all(read_job(c.run_dir)["job_id"] in text for c in cells)
 
+    if launcher.name == "local":  # progress: how many ended, minutes, and the time left at the rate so far
+        done = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("[sweep] done")]
+        assert len(done) == 4 and all(" left]" in ln for ln in done[:3]) and "[4/4, " in done[3]
+        assert " left" not in done[3]
+
     # a re-run submits nothing new
     capsys.readouterr()
     records = [read_job(c.run_dir) for c in cells]
@@ -129,6 +134,14 @@ def test_a_run_pending_or_running_elsewhere_is_not_started_again(launcher, tmp_p
         assert not (busy / "summary.json").exists() and (jobs[1].run_dir / "summary.json").exists()
     finally:
         subprocess.run(["scancel", held])
+
+
+def test_eta_by_hand():
+    from vipo.launchers.local import eta
+
+    assert eta(600.0, 2, 10) == ", ~40 min left"  # 300 s per run, 8 to go
+    assert eta(3600.0, 1, 3) == ", ~2.0 h left"  # 7200 s
+    assert eta(100.0, 0, 3) == "" and eta(100.0, 3, 3) == ""
 
 
 # ------------------------------------------------------------------------------------ launcher files and options

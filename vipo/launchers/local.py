@@ -85,7 +85,8 @@ class LocalLauncher:
                   "waiting for it", flush=True)
 
         def progress() -> str:
-            return f"  [{finished}/{len(jobs)}, {(time.time() - started) / 60:.1f} min]"
+            elapsed = time.time() - started
+            return f"  [{finished}/{len(jobs)}, {elapsed / 60:.1f} min{eta(elapsed, finished, len(jobs))}]"
 
         try:
             while queue or running or elsewhere:
@@ -151,6 +152,15 @@ class LocalLauncher:
         if failed:
             print(f"[sweep] {len(failed)} run(s) failed; re-run the same command to retry them", flush=True)
         return failed
+
+
+def eta(elapsed: float, finished: int, total: int) -> str:
+    """``", ~T left"``: the runs still to end at the rate of those ended so far in this invocation (elapsed seconds
+    / finished, which already counts the workers running side by side); empty before the first or after the last."""
+    if finished <= 0 or finished >= total:
+        return ""
+    left = elapsed / finished * (total - finished)  # seconds
+    return f", ~{left / 3600:.1f} h left" if left >= 5400 else f", ~{left / 60:.0f} min left"
 
 
 def _die_with_parent(parent: int):
