@@ -193,7 +193,7 @@ def fail_abandoned(study, folder: Path, grace_s: float = GRACE_S) -> list[int]:
         if info is None and t.datetime_start is not None and (now - t.datetime_start).total_seconds() < grace_s:
             continue
         why = lease.stale_reason(info) if info is not None else "no lease on its folder"
-        study._storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
+        study.tell(t.number, state=optuna.trial.TrialState.FAIL)  # public API: a trial by number
         if "retry_of" not in t.user_attrs:
             study.enqueue_trial(t.params, user_attrs={"retry_of": t.number}, skip_if_exists=False)
         print(f"[search] trial {t.number} was left RUNNING by a worker that is gone ({why}); marked FAIL"
