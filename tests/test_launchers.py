@@ -136,6 +136,25 @@ def test_a_run_pending_or_running_elsewhere_is_not_started_again(launcher, tmp_p
         subprocess.run(["scancel", held])
 
 
+def test_follow_stops_when_slurm_cannot_be_asked(tmp_path, monkeypatch, capsys):
+    """squeue failing for unreadable_s in a row: following stops with one line and returns the unfinished job."""
+    import vipo.launchers.slurm as slurm
+    from vipo.launchers import Job
+
+    def down():
+        raise RuntimeError("squeue failed: slurm_load_jobs error: Unable to contact slurm controller")
+
+    monkeypatch.setattr(slurm, "squeue", down)
+    job = Job(tmp_path / "r0", [sys.executable, "-c", "pass"], resumable=False, done_file="summary.json")
+    write_job(job.run_dir, launcher="slurm", job_id="12_0", submitted="2026-12-05T05:00:00+00:00")
+    t0 = time.time()
+    assert slurm.follow([job], "x", poll_s=0.01, unreadable_s=0.2) == [job]
+    assert 0.2 <= time.time() - t0 < 5
+    out = capsys.readouterr().out
+    assert "SLURM could not be asked for 0.2 s (squeue failed: slurm_load_jobs error" in out
+    assert "stopped following 1 job(s), which may still run" in out
+
+
 def test_eta_by_hand():
     from vipo.launchers.local import eta
 

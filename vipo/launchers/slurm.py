@@ -120,9 +120,12 @@ class SlurmLauncher:
         return follow(jobs, label, self.poll_s)
 
 
-def follow(jobs: Sequence[Job], label: str, poll_s: float = 10.0, root: Path | None = None) -> list[Job]:
-    """Print progress until no job is pending or running; returns the jobs that ended without being done."""
-    started, last = time.time(), ""
+def follow(jobs: Sequence[Job], label: str, poll_s: float = 10.0, root: Path | None = None,
+           unreadable_s: float = 600.0) -> list[Job]:
+    """Print progress until no job is pending or running; returns the jobs that ended without being done. When
+    SLURM cannot be asked (squeue fails) for ``unreadable_s`` seconds in a row, it stops following, says so and
+    returns the unfinished jobs (they may still run: ``status`` tells later)."""
+    started, last, unreadable_since = time.time(), "", None
     while True:
         st = states(jobs)
         line = ", ".join(f"{sum(s.state == k for s in st)} {k}" for k in ("done", "running", "pending", "failed"))
@@ -131,6 +134,14 @@ def follow(jobs: Sequence[Job], label: str, poll_s: float = 10.0, root: Path | N
             last = line
         if not any(s.state in ("running", "pending", "unknown") or s.live in ("running", "pending") for s in st):
             break  # every job has left the queue (a finished run's job may still be completing)
+        unknown = [s for s in st if s.state == "unknown"]
+        unreadable_since = (unreadable_since or time.time()) if unknown else None
+        if unknown and time.time() - unreadable_since >= unreadable_s:
+            span = f"{unreadable_s / 60:.0f} min" if unreadable_s >= 120 else f"{unreadable_s:.1f} s"
+            print(f"[slurm] {label}: SLURM could not be asked for {span} ({unknown[0].note}); "
+                  f"stopped following {len(unknown)} job(s), which may still run: the same command with `status` "
+                  "tells later", flush=True)
+            return [j for j, s in zip(jobs, st) if s.state != "done"]
         time.sleep(poll_s)
     failed = [j for j, s in zip(jobs, st) if s.state != "done" and j.done_file is not None]
     if failed:
