@@ -155,6 +155,30 @@ def test_follow_stops_when_slurm_cannot_be_asked(tmp_path, monkeypatch, capsys):
     assert "stopped following 1 job(s), which may still run" in out
 
 
+class Unfinished:
+    """A launcher that, like SLURM with wait=true, reports every job it was given as ended without finishing."""
+
+    name, waits_for_leased = "slurm", False
+
+    def __init__(self, wait: bool):
+        self.wait = wait
+
+    def describe(self) -> str:
+        return "fake"
+
+    def submit(self, jobs, label):
+        return list(jobs)
+
+
+@pytest.mark.parametrize("wait, status", [(True, "failed"), (False, "")])
+def test_runs_a_waiting_launcher_reports_unfinished_are_failed(wait, status, tmp_path):
+    """With wait=true the sweep knows how its runs ended: unfinished ones are failed cells (the command exits 1);
+    without waiting it only submitted them."""
+    cells = run_sweep("psm_target", [0], tiny_extra(tmp_path), root=tmp_path / "s", runner=RUNNER,
+                      launcher=Unfinished(wait))
+    assert cells and [c.status for c in cells] == [status] * len(cells)
+
+
 def test_eta_by_hand():
     from vipo.launchers.local import eta
 

@@ -227,15 +227,16 @@ def launch(cells: Sequence[Cell], args_of, runner: Sequence[str], launcher=None,
            threads: int | None = None, label: str = "sweep", root: Path | None = None) -> list:
     """Hand every cell without a ``summary.json`` that is not pending or running elsewhere to ``launcher`` (default:
     the local pool, ``workers`` at a time, ``threads`` CPU threads each, output in ``<run_dir>/train.log``). The local
-    pool returns the jobs that failed, the SLURM launcher the jobs it submitted (those that failed with wait=true).
-    Each cell's ``status`` is set to done / failed for the local pool."""
+    pool returns the jobs that failed, the SLURM launcher the jobs it submitted (with wait=true: those that ended
+    without finishing). Each cell's ``status`` is set to done / failed when the launcher waited (the local pool,
+    SLURM with wait=true), so the command exits 1 when a run failed."""
     from vipo.launchers import dispatch
     from vipo.launchers.local import LocalLauncher
 
     launcher = launcher or LocalLauncher(workers, threads)
     root = root or (cells[0].run_dir.parent if cells else Path("."))
     out = dispatch(cell_jobs(cells, args_of, runner), launcher, label, root)
-    if launcher.name == "local":
+    if launcher.name == "local" or getattr(launcher, "wait", False):
         bad = {str(j.run_dir) for j in out}
         for c in cells:
             c.status = "failed" if str(c.run_dir) in bad else "done" if read_summary(c.run_dir, quiet=True) is not None else ""
