@@ -13,13 +13,13 @@ import torch
 
 import tiny
 from test_train import tiny_cfg
+from vipo.components import load_run_generator
 from vipo.eval import EVALUATORS, build_metric, metric_names
 from vipo.eval.__main__ import main
 from vipo.eval.metrics import ToyMetric, VideoAlignMetric
 from vipo.eval.run import parse_args, start_noise
 from vipo.rewards.rules import Redness
 from vipo.rollout import sample_ode
-from vipo.components import load_run_generator
 from vipo.train import run
 
 REPO = Path(__file__).resolve().parent.parent
@@ -61,6 +61,28 @@ def test_run_folder_records(run_dir, tmp_path):
     assert mine[0]["value"] == summary["results"]["reward"]["value"] and mine[0]["iteration"] == 1
     assert mine[0]["prompt_set"] == "prompts" and mine[0]["n"] == 8 and mine[0]["timestamp"]
     assert (out / "samples.png").stat().st_size > 0
+
+
+def test_load_run_generator_names_what_is_missing_and_picks_the_weights(run_dir, tmp_path):
+    import shutil
+
+    ema, _ = load_run_generator(run_dir, use_ema=True, device="cpu")
+    raw, _ = load_run_generator(run_dir, use_ema=False, device="cpu")
+    state = torch.load(run_dir / "checkpoints/last.pt", map_location="cpu", weights_only=False)
+    trained = dict(raw.named_parameters())
+    smoothed = dict(ema.named_parameters())
+    name = next(iter(state["ema"]))
+    assert torch.equal(trained[name], state["trainable"][name]) and torch.equal(smoothed[name], state["ema"][name])
+    assert not torch.equal(state["ema"][name], state["trainable"][name])  # EMA 0.9 over 2 iterations
+    copy = tmp_path / "r"
+    shutil.copytree(run_dir, copy)
+    shutil.rmtree(copy / "checkpoints")
+    with pytest.raises(FileNotFoundError, match=r"is not a finished or checkpointed run: .*/r/checkpoints/last.pt "
+                                                r"is missing"):
+        load_run_generator(copy, device="cpu")
+    (copy / "config.yaml").unlink()
+    with pytest.raises(FileNotFoundError, match=r"/r/config.yaml and .*/r/checkpoints/last.pt are missing"):
+        load_run_generator(copy, device="cpu")
 
 
 def test_an_evaluation_inside_a_run_folder_is_not_a_run(run_dir):

@@ -53,9 +53,11 @@ def load_run_generator(run_dir: str | Path, use_ema: bool = True, device: str = 
     from vipo.config import validate
 
     run_dir = Path(run_dir)
-    if not (run_dir / "config.yaml").exists() or not ckpts.exists(run_dir):
-        raise FileNotFoundError(f"{run_dir} is not a finished or checkpointed run: "
-                                f"{run_dir / ('config.yaml' if ckpts.exists(run_dir) else ckpts.CHECKPOINT)} is missing")
+    missing = [str(run_dir / f) for f, there in (("config.yaml", (run_dir / "config.yaml").exists()),
+                                                  (ckpts.CHECKPOINT, ckpts.exists(run_dir))) if not there]
+    if missing:
+        raise FileNotFoundError(f"{run_dir} is not a finished or checkpointed run: {' and '.join(missing)} "
+                                f"{'is' if len(missing) == 1 else 'are'} missing")
     cfg = validate(OmegaConf.to_container(OmegaConf.load(run_dir / "config.yaml"), resolve=True))
     dev = resolve_device(device)
     generator = build_on(GENERATORS, cfg.generator, dev)
