@@ -242,6 +242,13 @@ def test_wan_preset_composes_with_the_experiment_generator():
     assert (p["generator"]["height"], p["generator"]["width"], p["generator"]["num_frames"]) == (720, 1280, 81)
     assert p["num_steps"] == 50 and p["samples_per_prompt"] == 5 and p["fps"] == 16
     assert p["generator"]["negative_prompt"].startswith("色调艳丽")
+    # Wan2.2-T2V-A14B's own inference defaults (wan/configs/wan_t2v_A14B.py, shared_config.py, generate.py)
+    q = load_preset("wan22_videoalign")
+    g = q["generator"]
+    assert (g["height"], g["width"], g["num_frames"], g["shift"]) == (720, 1280, 81, 12.0)
+    assert (g["guidance_scale"], g["guidance_scale_2"]) == (4.0, 3.0)  # high-noise, low-noise expert
+    assert q["num_steps"] == 40 and q["fps"] == 16 and g["negative_prompt"] == p["generator"]["negative_prompt"]
+    assert resolve_preset(parse_options({}), "wan22_videoalign")[0] == "wan22_videoalign"
     assert resolve_preset(parse_options({}), "wan_videoalign")[0] == "wan_videoalign"
     assert resolve_preset(parse_options({}), "toy_redness") == (None, {})
     assert resolve_preset(parse_options({"preset": "none"}), "wan_videoalign") == (None, {})
