@@ -124,8 +124,11 @@ def test_models_loaded_by_name_are_looked_up_in_the_hub_cache(tmp_path):
     assert missing == {"scene": [f"Hugging Face bert-base-uncased: vocab.txt (in {hub})",
                                  f"Hugging Face bert-base-uncased: model.safetensors or pytorch_model.bin (in {hub})"],
                        "color": [f"Hugging Face bert-base-uncased: vocab.txt (in {hub})"]}
-    snap = hub / "models--bert-base-uncased/snapshots/86b5e0934494bd15c9632b12f734a8a67f723594"
+    commit = "86b5e0934494bd15c9632b12f734a8a67f723594"
+    snap = hub / "models--bert-base-uncased/snapshots" / commit
     snap.mkdir(parents=True)
+    (hub / "models--bert-base-uncased/refs").mkdir()
+    (hub / "models--bert-base-uncased/refs/main").write_text(commit)  # the revision an offline load resolves
     (snap / "vocab.txt").write_text("[PAD]\n")
     assert missing_weights(["scene", "color"], cache, hub) == {
         "scene": [f"Hugging Face bert-base-uncased: model.safetensors or pytorch_model.bin (in {hub})"]}

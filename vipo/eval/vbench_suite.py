@@ -191,9 +191,11 @@ def hub_cache_dir() -> Path:
 
 
 def hub_file_present(hub: Path, repo_id: str, filename: str) -> bool:
-    """Whether any cached snapshot of ``repo_id`` holds ``filename`` (``<hub>/models--<org>--<name>/snapshots/*/``)."""
-    snapshots = hub / ("models--" + repo_id.replace("/", "--")) / "snapshots"
-    return snapshots.is_dir() and any((s / filename).is_file() for s in snapshots.iterdir())
+    """Whether ``filename`` of ``repo_id`` is in the hub cache ``hub`` at the revision an offline
+    ``from_pretrained(repo_id)`` resolves (``main``), as huggingface_hub itself looks it up."""
+    from huggingface_hub import try_to_load_from_cache
+
+    return isinstance(try_to_load_from_cache(repo_id, filename, cache_dir=hub), str)
 
 
 def missing_weights(dimensions: Sequence[str], cache_dir: str | os.PathLike,
