@@ -22,7 +22,7 @@ import pandas as pd
 
 from analysis.metrics import direction, metric_info
 from analysis.stats import confirmatory_verdict, holm, holm_levels, t_interval_at, tost
-from analysis.tables import CELL, SEED, pair_seed_effects
+from analysis.tables import CELL, SEED, _runs_of, pair_seed_effects
 
 COLUMNS = ["claim", "reward", "cell", "reference", "metric", "levels", "n", "finished", "planned", "effect", "lo", "hi",
            "p", "p_adj", "level_adj", "lo_adj", "hi_adj", "margin", "p_equiv", "p_equiv_adj", "verdict"]
@@ -78,10 +78,10 @@ def confirmatory_table(name: str | Path, root: str | Path | None = None) -> tupl
 
 def _finished_pairs(df: pd.DataFrame, cell: str, reference: str) -> set[int]:
     """The seeds whose runs of ``cell`` and of ``reference`` both finished (have a summary)."""
-    if df.empty or CELL not in df.columns or SEED not in df.columns:
+    if SEED not in df.columns:
         return set()
-    seeds = [set(int(x) for x in df.loc[df[CELL].astype(str) == c, SEED]) for c in (cell, reference)]
-    return seeds[0] & seeds[1]
+    cell_seeds, reference_seeds = ({int(x) for x in _runs_of(df, c, CELL)[SEED]} for c in (cell, reference))
+    return cell_seeds & reference_seeds
 
 
 def _f(x: float, digits: int = 3) -> str:
