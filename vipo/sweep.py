@@ -236,7 +236,7 @@ def launch(cells: Sequence[Cell], args_of, runner: Sequence[str], launcher=None,
     launcher = launcher or LocalLauncher(workers, threads)
     root = root or (cells[0].run_dir.parent if cells else Path("."))
     out = dispatch(cell_jobs(cells, args_of, runner), launcher, label, root)
-    if launcher.name == "local" or getattr(launcher, "wait", False):
+    if getattr(launcher, "wait", False):  # it returned the runs that ended unfinished
         bad = {str(j.run_dir) for j in out}
         for c in cells:
             c.status = "failed" if str(c.run_dir) in bad else "done" if read_summary(c.run_dir, quiet=True) is not None else ""

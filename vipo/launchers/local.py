@@ -27,6 +27,7 @@ def _alive(pid, needle: str | None = None) -> bool:
 class LocalLauncher:
     name = "local"
     waits_for_leased = True  # a run leased by another live process is waited for, then counted or continued
+    wait = True  # submit() returns when every run has ended, with the ones that failed (as slurm with wait=true)
 
     def __init__(self, workers: int = 1, threads: int | None = None):
         if int(workers) < 1:
