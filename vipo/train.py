@@ -21,11 +21,11 @@ import torch
 from vipo import checkpoints as ckpts
 from vipo import dist, environment, lease, stop
 from vipo.advantage import redistribute, zero_std_fraction
+from vipo.components import build_on, decode, resolve_device
 from vipo.config import Config
 from vipo.ema import EMA
 from vipo.eval import EVALUATORS
 from vipo.eval.during import FixedNoiseEval, due_iterations
-from vipo.components import build_on, decode, resolve_device
 from vipo.generators import GENERATORS
 from vipo.images import save_image_grid, save_map_grid
 from vipo.loggers import LOGGERS, tracking_fields
