@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 import tiny  # noqa: F401
-from vipo.config import CONFIG_DIR, ConfigError
+from vipo.config import CONFIG_DIR
 
 ROOT = Path(__file__).resolve().parent.parent
 

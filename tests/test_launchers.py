@@ -232,7 +232,7 @@ def test_results_root_moves_sweeps_studies_and_searches(tmp_path, capsys):
     assert study_root(load_study("toy")) == ROOT / "results/toy_study"
     assert sweep.main(["study=toy", "status", f"results_root={tmp_path}"]) == 0
     out = capsys.readouterr().out
-    assert f"[status] study toy: 90 runs: 0 done" in out and f"({tmp_path / 'toy_study'})" in out
+    assert "[status] study toy: 90 runs: 0 done" in out and f"({tmp_path / 'toy_study'})" in out
     assert sweep.main(["ablation=psm_target", "status", "seeds=1", f"results_root={tmp_path}"]) == 0
     assert str(tmp_path / "sweeps/psm_target/toy_redness") in capsys.readouterr().out
     # a search on SLURM with the default (SQLite) storage is refused in one line, before anything is submitted

@@ -181,7 +181,7 @@ def test_two_concurrent_sweeps_on_one_folder_train_each_run_once(tmp_path):
     gate.touch()
     assert a.wait(timeout=300) == 0 and b.wait(timeout=300) == 0, logs[0].read_text() + logs[1].read_text()
     out_a, out_b = logs[0].read_text(), logs[1].read_text()
-    assert f"[sweep] running elsewhere: map_x_advantage-s0 (held by pid" in out_b, out_b
+    assert "[sweep] running elsewhere: map_x_advantage-s0 (held by pid" in out_b, out_b
     assert "[sweep] done  map_x_advantage-s0 (elsewhere)" in out_b, out_b
     for run in ("map_x_advantage-s0", "map_x_reward-s0"):
         assert iterations(root / run / "metrics.jsonl") == [0, 1, 2]

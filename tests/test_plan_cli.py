@@ -7,7 +7,7 @@ import math
 import pytest
 
 from vipo.plan.arch import PlanError
-from vipo.plan.cli import main, plan_one, split_options, verdict
+from vipo.plan.cli import main, split_options, verdict
 from vipo.plan.gpus import seconds, slurm_resources
 
 

@@ -11,7 +11,6 @@ import pytest
 
 import tiny  # noqa: F401
 from test_sweep import tiny_extra
-from test_train import TINY
 from vipo.config import load
 from vipo.loggers import method_of, tracking_fields
 from vipo.records import read_jsonl

@@ -13,15 +13,10 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
-import subprocess
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
-
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 from vipo.config import CONFIG_DIR, ConfigError, compose_dict, load, read_yaml, unknown_name
 from vipo.records import read_summary

@@ -17,7 +17,6 @@ from typing import Dict, List, Optional
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from vipo.generators._diffusers_utils import (
     cfg_combine, clip_max_length, decode_scaled, load_parts, tokenize, vae_scale_2d,

@@ -11,7 +11,6 @@ the SLURM resources each run needs, written beside the sweep's or study's result
 from __future__ import annotations
 
 import json
-import math
 import sys
 from pathlib import Path
 from typing import Optional, Sequence
