@@ -127,13 +127,14 @@ def claims_markdown(frame: pd.DataFrame, title: str = "Claims") -> str:
 def _confirmatory(name: str, root: Path | None) -> tuple[str, pd.DataFrame] | None:
     """The confirmatory section of a study with a ``confirmatory:`` block (None without one); raises
     ``vipo.confirm.PlanError`` when its plan is missing or changed."""
-    from analysis.confirm import confirmatory_markdown, confirmatory_table
+    from analysis.confirm import confirmatory_markdown, confirmatory_table, per_level_markdown, per_level_table
     from vipo.study import load_study
 
     if not load_study(name).get("confirmatory"):
         return None
     frame, plan = confirmatory_table(name, root)
-    return confirmatory_markdown(frame, plan, "../plan.json"), frame
+    text = confirmatory_markdown(frame, plan, "../plan.json") + "\n" + per_level_markdown(per_level_table(name, root))
+    return text, frame
 
 
 def write_claims(name: str, root: Path, out: Path, interval_kind: str = "t") -> tuple[str, pd.DataFrame]:

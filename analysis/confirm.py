@@ -24,7 +24,7 @@ from analysis.metrics import direction, metric_info
 from analysis.stats import confirmatory_verdict, holm, holm_levels, t_interval_at, tost
 from analysis.tables import CELL, SEED, _runs_of, pair_seed_effects
 
-COLUMNS = ["claim", "reward", "cell", "reference", "metric", "levels", "n", "finished", "planned", "effect", "lo", "hi",
+COLUMNS = ["claim", "reward", "cell", "reference", "metric", "levels", "seeds_per_level", "n", "finished", "planned", "effect", "lo", "hi",
            "p", "p_adj", "level_adj", "lo_adj", "hi_adj", "margin", "p_equiv", "p_equiv_adj", "verdict"]
 
 
@@ -55,6 +55,9 @@ def confirmatory_table(name: str | Path, root: str | Path | None = None) -> tupl
         levels = [float(x) for x in block["levels"][c["reward"]]]
         df = study_frame(root, c["reward"], c["ablation"])
         eff = pair_seed_effects(df, c["metric"], c["cell"], c["reference"], levels) if len(df) else {}
+        # how many seeds' pairs reach each fixed level (a per-seed effect averages over the levels its pair reaches)
+        reached = [len(pair_seed_effects(df, c["metric"], c["cell"], c["reference"], [lv])) if len(df) else 0
+                   for lv in levels]
         margin = float(block["margins"][c["metric"]])
         sign = direction(c["metric"]) or 1
         # the test is on the effect in the metric's better direction (sign), so a margin is symmetric anyway
@@ -63,7 +66,8 @@ def confirmatory_table(name: str | Path, root: str | Path | None = None) -> tupl
         planned = (planned_seeds(plan["parts"], c["ablation"], c["cell"])
                    & planned_seeds(plan["parts"], c["ablation"], c["reference"]))
         rows.append({"claim": c["claim"], "reward": c["reward"], "cell": c["cell"], "reference": c["reference"],
-                     "metric": c["metric"], "levels": ", ".join(f"{x:g}" for x in levels), "n": t.n,
+                     "metric": c["metric"], "levels": ", ".join(f"{x:g}" for x in levels),
+                     "seeds_per_level": ", ".join(str(k) for k in reached), "n": t.n,
                      "finished": len(planned & _finished_pairs(df, c["cell"], c["reference"])),
                      "planned": len(planned), "effect": t.mean, "lo": lo, "hi": hi,
                      "p": t.p_diff, "margin": margin, "p_equiv": t.p_equiv, "sign": sign, "se": t.se})
@@ -112,12 +116,51 @@ def confirmatory_markdown(frame: pd.DataFrame, plan: dict, plan_link: str = "pla
              "|---|---|---|---|---|---:|---|---:|---:|---|---|---|"]
     for r in frame.itertuples():
         d = metric_info(r.metric).digits
+        levels = r.levels
+        if any(int(k) < r.n for k in str(r.seeds_per_level).split(", ") if k):
+            levels += f" (seeds reaching each: {r.seeds_per_level})"
         eff = f"{_f(r.effect, d)} [{_f(r.lo, d)}, {_f(r.hi, d)}]" if math.isfinite(r.effect) else ""
         adj = (f"[{_f(r.lo_adj, d)}, {_f(r.hi_adj, d)}] ({100 * (1 - r.level_adj):.2f}%)"
                if math.isfinite(r.lo_adj) else "")
         lines.append(f"| {r.claim} | {r.reward} | {r.cell} vs {r.reference} | {metric_info(r.metric).label} | "
-                     f"{r.levels} | {r.n} / {r.planned} | {eff} | {_p(r.p)} | {_p(r.p_adj)} | {adj} | "
+                     f"{levels} | {r.n} / {r.planned} | {eff} | {_p(r.p)} | {_p(r.p_adj)} | {adj} | "
                      f"±{r.margin:g}, {_p(r.p_equiv_adj)} | **{r.verdict}** |")
+    return "\n".join(lines) + "\n"
+
+
+def per_level_table(name: str | Path, root: str | Path | None = None) -> pd.DataFrame:
+    """Exploratory breakdown of the confirmatory claims: the paired effect at each fixed level on its own (the seeds
+    whose pair reaches that level), mean and 95% t interval, no multiplicity correction. It shows where along the
+    reward a claim's effect comes from; the verdicts stay those of ``confirmatory_table``."""
+    from vipo.confirm import check_plan, study_path
+    from vipo.study import load_study, study_frame, study_root
+
+    spec = load_study(name)
+    root = study_root(spec, Path(root) if root else None)
+    block = check_plan(spec, study_path(name), root)["confirmatory"]
+    rows = []
+    for c in block["claims"]:
+        df = study_frame(root, c["reward"], c["ablation"])
+        for lv in [float(x) for x in block["levels"][c["reward"]]]:
+            eff = pair_seed_effects(df, c["metric"], c["cell"], c["reference"], [lv]) if len(df) else {}
+            t = tost(list(eff.values()))
+            lo, hi = t_interval_at(t.mean, t.se, t.n, 0.95)
+            rows.append({"claim": c["claim"], "cell": c["cell"], "reference": c["reference"], "metric": c["metric"],
+                         "level": lv, "n": t.n, "effect": t.mean, "lo": lo, "hi": hi,
+                         "n_sign": sum(1 for v in eff.values() if v * t.mean > 0)})
+    return pd.DataFrame(rows, columns=["claim", "cell", "reference", "metric", "level", "n", "effect", "lo", "hi",
+                                       "n_sign"])
+
+
+def per_level_markdown(frame: pd.DataFrame) -> str:
+    lines = ["**Per level (exploratory: each fixed level on its own, the seeds whose pair reaches it, 95% t interval, "
+             "no correction)**; k/n = seeds with the sign of the mean.", "",
+             "| cell vs reference | metric | level | effect [95% interval] | k/n |", "|---|---|---:|---|---:|"]
+    for r in frame.itertuples():
+        d = metric_info(r.metric).digits
+        eff = f"{_f(r.effect, d)} [{_f(r.lo, d)}, {_f(r.hi, d)}]" if math.isfinite(r.lo) else _f(r.effect, d)
+        lines.append(f"| {r.cell} vs {r.reference} | {metric_info(r.metric).label} | {r.level:g} | {eff} | "
+                     f"{r.n_sign}/{r.n} |")
     return "\n".join(lines) + "\n"
 
 

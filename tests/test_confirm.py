@@ -80,6 +80,19 @@ def test_frozen_plan_is_judged_then_a_changed_study_is_refused(study, capsys):
     assert g.p_adj < 0.05 and g.verdict == "holds" and g.lo_adj > 0  # tested at 0.05 / 2
     assert g.level_adj == pytest.approx(0.025)
     assert o.p_equiv_adj < 0.05 and o.verdict == "equivalent"
+    assert g.seeds_per_level == "4, 4" and o.seeds_per_level == "4, 4"
+    from analysis.confirm import per_level_table
+
+    # per level on its own: vipo vs grpo at 0.1 is -(slope diff) * 0.1 = 0.04, 0.035, 0.03, 0.06; at 0.2 twice that
+    lv = per_level_table(path, root)
+    at = {(r.reference, r.level): r for r in lv.itertuples()}
+    assert len(lv) == 4 and at[("grpo", 0.1)].n == 4 and at[("grpo", 0.1)].n_sign == 4
+    assert at[("grpo", 0.1)].effect == pytest.approx(0.04125) and at[("grpo", 0.2)].effect == pytest.approx(0.0825)
+    d1 = [0.04, 0.035, 0.03, 0.06]
+    se1 = math.sqrt(sum((x - 0.04125) ** 2 for x in d1) / 3) / 2
+    assert at[("grpo", 0.1)].hi - 0.04125 == pytest.approx(3.182446 * se1, rel=1e-5)
+    # the mean of the two levels is the per-seed effect the confirmatory test used
+    assert (at[("grpo", 0.1)].effect + at[("grpo", 0.2)].effect) / 2 == pytest.approx(g.effect)
 
     assert claims_main([str(path), "--root", str(root)]) == 0
     out = capsys.readouterr().out
@@ -110,6 +123,17 @@ def test_frozen_plan_is_judged_then_a_changed_study_is_refused(study, capsys):
     by = {r.reference: r for r in frame.itertuples()}
     assert (by["grpo"].n, by["grpo"].finished) == (2, 3) and (by["ones"].n, by["ones"].finished) == (3, 3)
     assert "vipo vs grpo: 1 finished seed(s) reach no level" in confirmatory_markdown(frame, plan)
+    # a pair that reaches the first level but not the second: its seed's effect is the first level's alone,
+    # and the table says how many seeds reach each level
+    ones = root / "redness" / "main.ones-s101" / "metrics.jsonl"
+    ones.write_text("".join(json.dumps({"iteration": i - 1, "eval/reward": r, "eval/shape_acc": 1 - 0.6 * r}) + "\n"
+                            for i, r in enumerate([0.0, 0.05, 0.1, 0.15])))
+    frame, plan = confirmatory_table(path, root)
+    o = {r.reference: r for r in frame.itertuples()}["ones"]
+    assert o.n == 3 and o.seeds_per_level == "3, 2"
+    # seeds 100, 102 as before (0, +0.0075); seed 101 at 0.1 only: -(0.65 - 0.6) * 0.1 = -0.005
+    assert o.effect == pytest.approx((0 + 0.0075 - 0.005) / 3)
+    assert "0.1, 0.2 (seeds reaching each: 3, 2)" in confirmatory_markdown(frame, plan)
 
     # change the study file (a level moved after seeing data): every confirmatory judgement is refused
     spec = yaml.safe_load(path.read_text())
