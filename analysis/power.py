@@ -75,6 +75,17 @@ def seeds_for_power(delta: float, sd: float, power: float = 0.8, alpha: float = 
     raise ValueError(f"more than {N_MAX} seeds needed for power {power} at delta {delta}, SD {sd}")
 
 
+def _seeds_or_inf(fn, *args) -> float:
+    """``fn(*args)``, or inf when more than ``N_MAX`` seeds would be needed (a table row, not a crash: a metric on
+    another scale, e.g. FD against a half-width meant for accuracies, needs that many)."""
+    try:
+        return fn(*args)
+    except ValueError as e:
+        if "more than" in str(e):
+            return math.inf
+        raise
+
+
 def power_table(name: str | Path, root: str | Path | None = None, h: float = 0.03, delta: float = 0.05,
                 power: float = 0.8, alpha: float = 0.05, family: int = 1) -> pd.DataFrame:
     """One row per (claim, reward, reference) of the study: the pair's levels, the per-seed effects' n, mean and
@@ -102,8 +113,8 @@ def power_table(name: str | Path, root: str | Path | None = None, h: float = 0.0
                 rows.append({"claim": claim["claim"], "reward": reward, "pair": f"{claim['cell']} vs {ref}",
                              "metric": claim["metric"], "levels": ", ".join(f"{x:g}" for x in levels),
                              "n": len(v), "mean": float(v.mean()) if len(v) else math.nan, "sd": sd,
-                             "seeds_half_width": seeds_for_half_width(sd, h, a) if ok else None,
-                             "seeds_power": seeds_for_power(delta, sd, power, a) if ok else None})
+                             "seeds_half_width": _seeds_or_inf(seeds_for_half_width, sd, h, a) if ok else None,
+                             "seeds_power": _seeds_or_inf(seeds_for_power, delta, sd, power, a) if ok else None})
     return pd.DataFrame(rows)
 
 
@@ -111,12 +122,14 @@ def power_markdown(t: pd.DataFrame, h: float, delta: float, power: float, alpha:
     a = alpha / family
     lines = [f"Per-seed effect = cell - reference at matched reward (mean over the pair's levels); SD over seeds "
              f"(ddof 1). Seeds for a {100 * (1 - a):g}% t interval of half-width {h:g}, and for power {power:g} "
-             f"to detect {delta:g} (two-sided paired t, alpha {a:g} = {alpha:g} / {family}), at that SD.", "",
+             f"to detect {delta:g} (two-sided paired t, alpha {a:g} = {alpha:g} / {family}), at that SD; half-width "
+             f"and effect are in each row's metric units (> {N_MAX}: beyond the search).", "",
              "| claim | reward | pair | levels | n | mean | SD | seeds (half-width) | seeds (power) |",
              "|---|---|---|---|---:|---:|---:|---:|---:|"]
     for r in t.itertuples():
         f = lambda x: "" if x is None or (isinstance(x, float) and not math.isfinite(x)) else f"{x:+.3f}"
-        g = lambda x: "" if x is None or (isinstance(x, float) and not math.isfinite(x)) else f"{int(x)}"
+        g = lambda x: ("" if x is None or (isinstance(x, float) and math.isnan(x))
+                       else f"> {N_MAX}" if math.isinf(x) else f"{int(x)}")
         lines.append(f"| {r.claim} | {r.reward} | {r.pair} | {r.levels} | {r.n} | {f(r.mean)} | "
                      f"{'' if not math.isfinite(r.sd) else f'{r.sd:.3f}'} | {g(r.seeds_half_width)} | "
                      f"{g(r.seeds_power)} |")

@@ -88,3 +88,16 @@ def test_power_table_reads_the_pilot_effects_the_claims_use():
     assert row["mean"] == pytest.approx(-0.042, abs=5e-4)  # results/toy_study/tables/claims.md
     assert row["sd"] == pytest.approx(0.049, abs=5e-4)
     assert row["seeds_half_width"] == seeds_for_half_width(row["sd"], 0.03, 0.05 / 4)
+
+
+def test_power_table_reports_a_count_beyond_the_search_instead_of_failing():
+    """A metric on another scale (FD, SD ~3) against a half-width meant for accuracies (0.03) needs > N_MAX seeds:
+    the table says so on that row and still sizes the other rows (the confirmatory study's exploratory claims)."""
+    from analysis.power import N_MAX, power_markdown, power_table, seeds_for_half_width
+
+    t = power_table("toy_confirm", family=4)
+    fd = t[t["metric"] == "eval/fd"].iloc[0]
+    assert fd["sd"] > 1 and fd["seeds_half_width"] == float("inf")
+    shape = t[(t["metric"] == "eval/shape_acc") & (t["pair"] == "oracle vs vipo")].iloc[0]
+    assert shape["n"] == 16 and shape["seeds_half_width"] == seeds_for_half_width(shape["sd"], 0.03, 0.05 / 4)
+    assert f"> {N_MAX}" in power_markdown(t, 0.03, 0.05, 0.8, 0.05, 4)
