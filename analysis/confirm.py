@@ -24,8 +24,9 @@ from analysis.metrics import direction, metric_info
 from analysis.stats import confirmatory_verdict, holm, holm_levels, t_interval_at, tost
 from analysis.tables import CELL, SEED, _runs_of, pair_seed_effects
 
-COLUMNS = ["claim", "reward", "cell", "reference", "metric", "levels", "seeds_per_level", "n", "finished", "planned", "effect", "lo", "hi",
-           "p", "p_adj", "level_adj", "lo_adj", "hi_adj", "margin", "p_equiv", "p_equiv_adj", "verdict"]
+COLUMNS = ["claim", "reward", "cell", "reference", "metric", "levels", "seeds_per_level", "n", "finished", "planned",
+           "effect", "lo", "hi", "p", "p_adj", "level_adj", "lo_adj", "hi_adj", "margin", "p_equiv", "p_equiv_adj",
+           "verdict"]
 
 
 def _adjust(p: list[float], correction: str, alpha: float) -> tuple[list[float], list[float]]:
@@ -177,6 +178,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(str(e), file=__import__("sys").stderr)
         return 2
     print(confirmatory_markdown(frame, plan))
+    print(per_level_markdown(per_level_table(args.study, args.root)))
     return 0
 
 

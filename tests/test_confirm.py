@@ -97,7 +97,12 @@ def test_frozen_plan_is_judged_then_a_changed_study_is_refused(study, capsys):
     assert claims_main([str(path), "--root", str(root)]) == 0
     out = capsys.readouterr().out
     assert "Confirmatory claims" in out and "**holds**" in out and "**equivalent**" in out
-    assert "Exploratory claims" in out and "ones vs grpo (exploratory)" in out
+    assert "Exploratory claims" in out and "ones vs grpo (exploratory)" in out and "Per level" in out
+    from analysis.confirm import main as confirm_main
+
+    assert confirm_main([str(path), "--root", str(root)]) == 0
+    out = capsys.readouterr().out
+    assert "**holds**" in out and "| vipo vs grpo | shape acc. | 0.1 | +0.041 [" in out
     from analysis.claims import write_claims  # what make tables writes into a study's tables/
 
     tables = root / "tables"

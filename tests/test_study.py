@@ -132,3 +132,22 @@ def test_committed_study_tables_are_what_make_tables_rebuilds(name, tmp_path):
     for fname, text in committed.items():
         assert rebuilt[fname] == text, (f"{fname} differs from its rebuild: run python -m analysis.tables "
                                         f"results/{name} --out results/{name}/tables")
+
+
+def test_confirmatory_numbers_quoted_in_the_readmes_are_the_committed_ones():
+    """README.md and results/toy_confirm/README.md quote every primary verdict; each quote must match
+    results/toy_confirm/tables/confirmatory.csv (rebuilt from the run files by the test above)."""
+    import pandas as pd
+
+    from analysis.confirm import _f, _p
+
+    root = Path(__file__).resolve().parents[1]
+    frame = pd.read_csv(root / "results" / "toy_confirm" / "tables" / "confirmatory.csv")
+    top, study = (root / "README.md").read_text(), (root / "results" / "toy_confirm" / "README.md").read_text()
+    assert len(frame) == 4
+    for r in frame.itertuples():
+        eff = f"{_f(r.effect)} [{_f(r.lo)}, {_f(r.hi)}]"
+        adj = f"[{_f(r.lo_adj)}, {_f(r.hi_adj)}] ({100 * (1 - r.level_adj):.2f}%)"
+        assert f"| {r.cell} vs {r.reference} | {eff} | {adj} | {_p(r.p_adj)} | **{r.verdict}** |" in top, r.claim
+        assert f"| {eff} | {_p(r.p)} | {_p(r.p_adj)} | {adj} |" in study, r.claim
+        assert f"{r.claim} | {eff}" in study, r.claim
