@@ -127,14 +127,13 @@ def claims_markdown(frame: pd.DataFrame, title: str = "Claims") -> str:
 def _confirmatory(name: str, root: Path | None) -> tuple[str, pd.DataFrame] | None:
     """The confirmatory section of a study with a ``confirmatory:`` block (None without one); raises
     ``vipo.confirm.PlanError`` when its plan is missing or changed."""
-    from analysis.confirm import confirmatory_markdown, confirmatory_table, per_level_markdown, per_level_table
+    from analysis.confirm import confirmatory_markdown, judge, per_level_markdown
     from vipo.study import load_study
 
     if not load_study(name).get("confirmatory"):
         return None
-    frame, plan = confirmatory_table(name, root)
-    text = confirmatory_markdown(frame, plan, "../plan.json") + "\n" + per_level_markdown(per_level_table(name, root))
-    return text, frame
+    frame, plan, levels = judge(name, root)
+    return confirmatory_markdown(frame, plan, "../plan.json") + "\n" + per_level_markdown(levels), frame
 
 
 def write_claims(name: str, root: Path, out: Path, interval_kind: str = "t") -> tuple[str, pd.DataFrame]:

@@ -27,6 +27,7 @@ from analysis.tables import CELL, SEED, _runs_of, pair_seed_effects
 COLUMNS = ["claim", "reward", "cell", "reference", "metric", "levels", "seeds_per_level", "n", "finished", "planned",
            "effect", "lo", "hi", "p", "p_adj", "level_adj", "lo_adj", "hi_adj", "margin", "p_equiv", "p_equiv_adj",
            "verdict"]
+LEVEL_COLUMNS = ["claim", "cell", "reference", "metric", "level", "n", "effect", "lo", "hi", "n_sign"]
 
 
 def _adjust(p: list[float], correction: str, alpha: float) -> tuple[list[float], list[float]]:
@@ -43,6 +44,19 @@ def _adjust(p: list[float], correction: str, alpha: float) -> tuple[list[float],
 def confirmatory_table(name: str | Path, root: str | Path | None = None) -> tuple[pd.DataFrame, dict]:
     """One row per confirmatory claim (the primary family) and the frozen plan it was judged with. Raises
     ``vipo.confirm.PlanError`` when the study has no frozen plan or changed since."""
+    frame, plan, _ = judge(name, root)
+    return frame, plan
+
+
+def per_level_table(name: str | Path, root: str | Path | None = None) -> pd.DataFrame:
+    """Exploratory breakdown of the confirmatory claims: the paired effect at each fixed level on its own (the seeds
+    whose pair reaches that level), mean and 95% t interval, no multiplicity correction. It shows where along the
+    reward a claim's effect comes from; the verdicts stay those of ``confirmatory_table``."""
+    return judge(name, root)[2]
+
+
+def judge(name: str | Path, root: str | Path | None = None) -> tuple[pd.DataFrame, dict, pd.DataFrame]:
+    """``confirmatory_table``'s frame and plan and ``per_level_table``'s frame from one reading of the runs."""
     from vipo.confirm import check_plan, planned_seeds, study_path
     from vipo.study import load_study, study_frame, study_root
 
@@ -51,14 +65,21 @@ def confirmatory_table(name: str | Path, root: str | Path | None = None) -> tupl
     plan = check_plan(spec, study_path(name), root)
     block = plan["confirmatory"]
     alpha, correction = float(block.get("alpha", 0.05)), block.get("correction", "holm")
-    rows = []
+    rows, level_rows = [], []
     for c in block["claims"]:
         levels = [float(x) for x in block["levels"][c["reward"]]]
         df = study_frame(root, c["reward"], c["ablation"])
         eff = pair_seed_effects(df, c["metric"], c["cell"], c["reference"], levels) if len(df) else {}
-        # how many seeds' pairs reach each fixed level (a per-seed effect averages over the levels its pair reaches)
-        reached = [len(pair_seed_effects(df, c["metric"], c["cell"], c["reference"], [lv])) if len(df) else 0
-                   for lv in levels]
+        # each fixed level on its own: how many seeds' pairs reach it (a per-seed effect averages over the levels
+        # its pair reaches) and the exploratory per-level effect
+        by_level = [pair_seed_effects(df, c["metric"], c["cell"], c["reference"], [lv]) if len(df) else {}
+                    for lv in levels]
+        for lv, e in zip(levels, by_level):
+            tl = tost(list(e.values()))
+            lo_l, hi_l = t_interval_at(tl.mean, tl.se, tl.n, 0.95)
+            level_rows.append({"claim": c["claim"], "cell": c["cell"], "reference": c["reference"],
+                               "metric": c["metric"], "level": lv, "n": tl.n, "effect": tl.mean, "lo": lo_l,
+                               "hi": hi_l, "n_sign": sum(1 for v in e.values() if v * tl.mean > 0)})
         margin = float(block["margins"][c["metric"]])
         sign = direction(c["metric"]) or 1
         # the test is on the effect in the metric's better direction (sign), so a margin is symmetric anyway
@@ -68,7 +89,7 @@ def confirmatory_table(name: str | Path, root: str | Path | None = None) -> tupl
                    & planned_seeds(plan["parts"], c["ablation"], c["reference"]))
         rows.append({"claim": c["claim"], "reward": c["reward"], "cell": c["cell"], "reference": c["reference"],
                      "metric": c["metric"], "levels": ", ".join(f"{x:g}" for x in levels),
-                     "seeds_per_level": ", ".join(str(k) for k in reached), "n": t.n,
+                     "seeds_per_level": ", ".join(str(len(e)) for e in by_level), "n": t.n,
                      "finished": len(planned & _finished_pairs(df, c["cell"], c["reference"])),
                      "planned": len(planned), "effect": t.mean, "lo": lo, "hi": hi,
                      "p": t.p_diff, "margin": margin, "p_equiv": t.p_equiv, "sign": sign, "se": t.se})
@@ -78,7 +99,7 @@ def confirmatory_table(name: str | Path, root: str | Path | None = None) -> tupl
         lo_adj, hi_adj = t_interval_at(r["effect"], r.pop("se"), r["n"], 1 - lv)
         r.update(p_adj=pa, level_adj=lv, lo_adj=lo_adj, hi_adj=hi_adj, p_equiv_adj=pe,
                  verdict=confirmatory_verdict(pa, pe, r["effect"], r.pop("sign"), alpha))
-    return pd.DataFrame(rows, columns=COLUMNS), plan
+    return pd.DataFrame(rows, columns=COLUMNS), plan, pd.DataFrame(level_rows, columns=LEVEL_COLUMNS)
 
 
 def _finished_pairs(df: pd.DataFrame, cell: str, reference: str) -> set[int]:
@@ -129,30 +150,6 @@ def confirmatory_markdown(frame: pd.DataFrame, plan: dict, plan_link: str = "pla
     return "\n".join(lines) + "\n"
 
 
-def per_level_table(name: str | Path, root: str | Path | None = None) -> pd.DataFrame:
-    """Exploratory breakdown of the confirmatory claims: the paired effect at each fixed level on its own (the seeds
-    whose pair reaches that level), mean and 95% t interval, no multiplicity correction. It shows where along the
-    reward a claim's effect comes from; the verdicts stay those of ``confirmatory_table``."""
-    from vipo.confirm import check_plan, study_path
-    from vipo.study import load_study, study_frame, study_root
-
-    spec = load_study(name)
-    root = study_root(spec, Path(root) if root else None)
-    block = check_plan(spec, study_path(name), root)["confirmatory"]
-    rows = []
-    for c in block["claims"]:
-        df = study_frame(root, c["reward"], c["ablation"])
-        for lv in [float(x) for x in block["levels"][c["reward"]]]:
-            eff = pair_seed_effects(df, c["metric"], c["cell"], c["reference"], [lv]) if len(df) else {}
-            t = tost(list(eff.values()))
-            lo, hi = t_interval_at(t.mean, t.se, t.n, 0.95)
-            rows.append({"claim": c["claim"], "cell": c["cell"], "reference": c["reference"], "metric": c["metric"],
-                         "level": lv, "n": t.n, "effect": t.mean, "lo": lo, "hi": hi,
-                         "n_sign": sum(1 for v in eff.values() if v * t.mean > 0)})
-    return pd.DataFrame(rows, columns=["claim", "cell", "reference", "metric", "level", "n", "effect", "lo", "hi",
-                                       "n_sign"])
-
-
 def per_level_markdown(frame: pd.DataFrame) -> str:
     lines = ["**Per level (exploratory: each fixed level on its own, the seeds whose pair reaches it, 95% t interval, "
              "no correction)**; k/n = seeds with the sign of the mean.", "",
@@ -173,12 +170,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--root", default=None, help="results folder (default: the study's root)")
     args = ap.parse_args(argv)
     try:
-        frame, plan = confirmatory_table(args.study, args.root)
+        frame, plan, levels = judge(args.study, args.root)
     except PlanError as e:
         print(str(e), file=__import__("sys").stderr)
         return 2
     print(confirmatory_markdown(frame, plan))
-    print(per_level_markdown(per_level_table(args.study, args.root)))
+    print(per_level_markdown(levels))
     return 0
 
 
