@@ -28,6 +28,10 @@ import pandas as pd
 N_MAX = 10_000  # search limit for the seed counts
 
 
+class BeyondSearch(ValueError):
+    """More than ``N_MAX`` seeds would be needed."""
+
+
 def _check(sd: float, what: float, name: str) -> None:
     if not (math.isfinite(sd) and sd >= 0):
         raise ValueError(f"SD must be a finite number >= 0, got {sd}")
@@ -48,7 +52,7 @@ def seeds_for_half_width(sd: float, h: float, alpha: float = 0.05) -> int:
     for n in range(2, N_MAX + 1):
         if half_width(sd, n, alpha) <= h:
             return n
-    raise ValueError(f"more than {N_MAX} seeds needed for half-width {h} at SD {sd}")
+    raise BeyondSearch(f"more than {N_MAX} seeds needed for half-width {h} at SD {sd}")
 
 
 def paired_power(delta: float, sd: float, n: int, alpha: float = 0.05) -> float:
@@ -72,7 +76,7 @@ def seeds_for_power(delta: float, sd: float, power: float = 0.8, alpha: float = 
     for n in range(2, N_MAX + 1):
         if paired_power(delta, sd, n, alpha) >= power:
             return n
-    raise ValueError(f"more than {N_MAX} seeds needed for power {power} at delta {delta}, SD {sd}")
+    raise BeyondSearch(f"more than {N_MAX} seeds needed for power {power} at delta {delta}, SD {sd}")
 
 
 def _seeds_or_inf(fn, *args) -> float:
@@ -80,10 +84,8 @@ def _seeds_or_inf(fn, *args) -> float:
     another scale, e.g. FD against a half-width meant for accuracies, needs that many)."""
     try:
         return fn(*args)
-    except ValueError as e:
-        if "more than" in str(e):
-            return math.inf
-        raise
+    except BeyondSearch:
+        return math.inf
 
 
 def power_table(name: str | Path, root: str | Path | None = None, h: float = 0.03, delta: float = 0.05,
