@@ -27,3 +27,13 @@ def test_map_sources_order_by_credit_on_the_object():
     # ViPO's PCA map (source=backbone) leans on the object, less sharply than the oracle mask
     assert 2 * area < t["backbone"]["share"] < t["oracle"]["share"]
     assert t["backbone"]["inside"] > 5 * t["backbone"]["outside"]
+
+
+def test_bad_input_gets_one_line(capsys):
+    from vipo.toy.map_credit import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["--n", "0"])
+    assert e.value.code == 2 and "--n must be >= 1, got 0" in capsys.readouterr().err
+    assert main(["--n", "4", "psm.kk=3"]) == 2
+    assert "unknown key 'psm.kk'; did you mean 'k'?" in capsys.readouterr().err

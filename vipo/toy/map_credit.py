@@ -10,6 +10,7 @@ over held-out procedural images. It places ViPO's PCA map between the flat map a
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Sequence
 
 import torch
@@ -57,7 +58,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=777_101, help="render seed (no training stream uses it)")
     ap.add_argument("overrides", nargs="*", help="config overrides on top of experiment=toy_study")
     args = ap.parse_args(argv)
-    table = credit_table(args.n, args.seed, args.overrides)
+    if args.n < 1:
+        ap.error(f"--n must be >= 1, got {args.n}")
+    from vipo.config import ConfigError
+
+    try:
+        table = credit_table(args.n, args.seed, args.overrides)
+    except ConfigError as e:
+        print(e, file=sys.stderr)
+        return 2
     print(f"object area fraction: {next(iter(table.values()))['area']:.3f} (mean over {args.n} images)\n")
     print("| map source | mean inside the object | mean outside | share of credit on the object | IoU (map > 0.5) |")
     print("|---|---:|---:|---:|---:|")
